@@ -1,0 +1,88 @@
+"""One typed settings object for the whole library.
+
+Every knob lives here (env prefix ``MODELYARD_``, nested with ``__``), so a newcomer finds
+"where is the near-dup threshold" in one guess: ``Settings.curation.near_dup_threshold``.
+The embedded defaults need no configuration: everything lives under ``./.local``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CurationSettings(BaseModel):
+    """Thresholds of the curation stage (see ``modelyard.curation``)."""
+
+    min_prompt_chars: int = 1
+    min_completion_chars: int = 1
+    max_record_chars: int = 20_000
+    max_repetition_ratio: float = 0.5
+    max_symbol_ratio: float = 0.35
+    near_dup_threshold: float = Field(0.8, ge=0.0, le=1.0, description="word 5-gram Jaccard")
+    near_dup_ngram: int = 5
+    minhash_perm: int = 128
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: str = "modelyard-split-v1"
+    contamination_ngram: int = 13
+    quality_classifier: bool = False
+    quality_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class TrainingSettings(BaseModel):
+    """Defaults the ``finetune_model`` DAG offers as Params."""
+
+    backend: str = "auto"
+    max_steps: int = 60
+    learning_rate: float = 5e-3
+    lora_r: int = 8
+    python: str = Field("", description="interpreter of the trainer env; empty = this one")
+    timeout_minutes: int = 240
+
+
+class GateSettings(BaseModel):
+    """Offline gate: nothing is approved without thresholds (see ``modelyard.evaluation.gate``)."""
+
+    primary_metric: str = "rouge_l"
+    min_gain: float = 0.0
+    floors: dict[str, float] = Field(default_factory=lambda: {"rouge_l": 0.05})
+    max_regression: dict[str, float] = Field(default_factory=lambda: {"exact_match": 0.05})
+    require_human_approval: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", env_nested_delimiter="__")
+
+    home: Path = Field(Path(".local").resolve(), description="root of the embedded default")
+    storage_root: str = Field("", description="local path or s3://bucket/prefix; default <home>/data")
+    mlflow_tracking_uri: str = Field("", description="default sqlite:///<home>/mlflow/mlflow.db")
+    mlflow_artifact_root: str = Field("", description="default <home>/mlflow/artifacts")
+    registered_model: str = "modelyard-assistant"
+    base_model: str = Field("", description="path or hub name; default the tiny model under <home>")
+    curation: CurationSettings = CurationSettings()
+    training: TrainingSettings = TrainingSettings()
+    gate: GateSettings = GateSettings()
+
+    @property
+    def storage(self) -> str:
+        return self.storage_root or str(self.home / "data")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or str(self.home / "mlflow" / "artifacts")
+
+    @property
+    def default_base_model(self) -> str:
+        return self.base_model or str(self.home / "models" / "tiny-llama")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

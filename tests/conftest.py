@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated embedded home per test and one tiny base model per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama + tokenizer saved with save_pretrained, built once per session."""
+    from modelyard.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path):
+    """Settings pointing every store (storage, MLflow) at a fresh directory of this test."""
+    from modelyard import settings as settings_mod
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MODELYARD_HOME", str(home))
+    monkeypatch.setenv("MODELYARD_BASE_MODEL", str(tiny_model))
+    settings_mod.get_settings.cache_clear()
+    yield settings_mod.get_settings()
+    settings_mod.get_settings.cache_clear()
