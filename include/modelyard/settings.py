@@ -28,8 +28,13 @@ class CurationSettings(BaseModel):
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: str = "modelyard-split-v1"
     contamination_ngram: int = 13
+    contamination_min_overlap: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of a record's n-grams found in held-out data"
+    )
     quality_classifier: bool = False
     quality_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    batch_size: int = Field(4096, gt=0, description="records per vectorised batch")
+    split_tolerance: float = Field(0.05, ge=0.0, description="GX gate: eval share slack")
 
 
 class TrainingSettings(BaseModel):
@@ -43,13 +48,45 @@ class TrainingSettings(BaseModel):
     timeout_minutes: int = 240
 
 
+class MetricThreshold(BaseModel):
+    """One metric's bar, shaped like MLflow's ``MetricThreshold`` (see ``modelyard.evaluation.gate``).
+
+    ``threshold`` is a floor (a ceiling when lower is better). The change bars compare with the
+    incumbent in the metric's better direction: a positive value is a required gain, a negative one
+    the largest regression tolerated; relative changes are fractions of the incumbent's value.
+    """
+
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool = True
+
+
 class GateSettings(BaseModel):
-    """Offline gate: nothing is approved without thresholds (see ``modelyard.evaluation.gate``)."""
+    """Offline gate and eval-suite defaults: nothing is approved without thresholds.
+
+    A registered model may override any field with a registered-model tag ``modelyard.gate``
+    holding a JSON object (merged over these values), so each model carries its own bar.
+    """
 
     primary_metric: str = "rouge_l"
-    min_gain: float = 0.0
-    floors: dict[str, float] = Field(default_factory=lambda: {"rouge_l": 0.05})
-    max_regression: dict[str, float] = Field(default_factory=lambda: {"exact_match": 0.05})
+    thresholds: dict[str, MetricThreshold] = Field(default_factory=lambda: {
+        "rouge_l": MetricThreshold(threshold=0.3, min_absolute_change=0.0),
+        "format_validity": MetricThreshold(threshold=0.5),
+        "exact_match": MetricThreshold(min_absolute_change=-0.05),
+    })
+    leak_ngram: int = Field(8, ge=1, description="word n-gram size of the independent leak check")
+    leak_coverage: float = Field(0.8, gt=0.0, le=1.0,
+                                 description="share of a suite record's n-grams found in train = leak")
+    suite_metrics: list[str] = Field(
+        default_factory=lambda: ["exact_match", "rouge_l", "bleu", "format_validity"],
+        description="shipped metric names or paths of metric modules, frozen into new suites")
+    json_schema: dict | None = Field(default_factory=lambda: {
+        "type": "object", "required": ["name", "job", "city"],
+        "properties": {k: {"type": "string"} for k in ("name", "job", "city")},
+    }, description="schema format_validity checks, frozen into new suites")
+    max_new_tokens: int = 48
+    eval_batch_size: int = 16
     require_human_approval: bool = False
 
 
@@ -69,6 +106,11 @@ class Settings(BaseSettings):
     @property
     def storage(self) -> str:
         return self.storage_root or str(self.home / "data")
+
+    @property
+    def storage_path(self) -> Path:
+        """The storage root as a local path (the embedded default and tests)."""
+        return Path(self.storage)
 
     @property
     def tracking_uri(self) -> str:

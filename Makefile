@@ -1,0 +1,42 @@
+# modelyard: `make demo` runs the whole pipeline on the embedded default; `make test` the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MODELYARD_HOME ?= $(CURDIR)/.local
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: demo test airflow mlflow-ui bench lint clean
+
+# torch is installed first and pinned so no other requirement can pull a CUDA build.
+$(STAMP): requirements.txt trainer/requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 -r requirements.txt -r trainer/requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/modelyard demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+airflow: $(STAMP)
+	$(BIN)/python -m modelyard.airflow_env standalone
+
+mlflow-ui: $(STAMP)
+	$(BIN)/python -m modelyard.airflow_env mlflow-ui
+
+bench: $(STAMP)
+	$(BIN)/python bench/dag_parse.py
+	$(BIN)/python bench/curation.py
+	$(BIN)/python bench/trainer.py
+
+clean:
+	rm -rf .local

@@ -1,0 +1,64 @@
+"""Curate one raw partition per day into a GX-gated, content-addressed dataset version.
+
+One run per data interval reads ``<storage>/raw/<ds>/``. Backfills rebuild historical
+versions; re-running a date republishes the same version id and emits no second Asset event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from modelyard.assets import CURATED_DATASET
+
+
+@dag(
+    dag_id="curate_dataset",
+    # A data interval per day: the run for [D, D+1) starts after D ends and curates raw/D.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # cross-version dedup reads earlier dates: keep versions in date order
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
+    tags=["modelyard", "data"],
+    doc_md=__doc__,
+)
+def curate_dataset():
+    @task
+    def curate(ds: str | None = None) -> dict:
+        from modelyard.curation.tasks import curate_partition
+
+        result = curate_partition(ds)
+        if result["status"] == "missing":
+            raise AirflowSkipException(f"no raw partition for {ds}")
+        return result
+
+    @task
+    def validate(curated: dict) -> dict:
+        from modelyard.curation.tasks import validate_partition
+
+        return validate_partition(curated["staging_dir"])
+
+    @task
+    def publish(curated: dict, _validated: dict) -> dict:
+        from modelyard.curation.tasks import publish_partition
+
+        return publish_partition(curated["staging_dir"])
+
+    @task(outlets=[CURATED_DATASET])
+    def announce(published: dict):
+        """Emit the Asset event only for a version that did not exist before."""
+        if not published["new"]:
+            raise AirflowSkipException(f"version {published['version']} already announced")
+        yield Metadata(CURATED_DATASET, extra={
+            "version": published["version"], "path": published["path"],
+            "partition": published["partition"],
+        })
+
+    curated = curate()
+    announce(publish(curated, validate(curated)))
+
+
+curate_dataset()

@@ -1,0 +1,86 @@
+"""The embedded Airflow: SQLite metadata DB under ``<home>/airflow``, this repo's DAG bundle.
+
+Used by ``make airflow``, ``modelyard demo`` and the Airflow tests, so all three look at the
+same home. Everything is environment variables, Airflow's own configuration mechanism.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from modelyard.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for an Airflow process on the embedded default (overridable by the caller)."""
+    env = dict(os.environ if base is None else base)
+    airflow_home = Path(settings.home) / "airflow"
+    venv_bin = str(Path(sys.executable).parent)
+    defaults = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "MODELYARD_HOME": str(settings.home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    # `airflow standalone` and the task runner spawn `airflow` by name: the venv must be on PATH.
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    return env
+
+
+def airflow(args: list[str], settings: Settings, check: bool = True,
+            capture: bool = False) -> subprocess.CompletedProcess:
+    """Run one ``airflow`` CLI command against the embedded home."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), *args], env=airflow_env(settings),
+        check=check, text=True, capture_output=capture,
+    )
+
+
+def init_airflow(settings: Settings) -> None:
+    """Migrate the metadata DB and create the ``gpu`` pool (one slot: one GPU)."""
+    (Path(settings.home) / "airflow").mkdir(parents=True, exist_ok=True)
+    airflow(["db", "migrate"], settings, capture=True)
+    airflow(["pools", "set", "gpu", "1", "GPU slots for training tasks"], settings, capture=True)
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    os.execve(str(Path(sys.executable).parent / argv[0]), argv, env)
+
+
+def main(argv: list[str]) -> None:
+    """``make airflow`` / ``make mlflow-ui``: serve the UIs on the embedded home."""
+    from modelyard.settings import get_settings
+
+    settings = get_settings()
+    if argv == ["standalone"]:
+        init_airflow(settings)
+        print("Airflow UI: http://localhost:8080 (user admin; password in "
+              f"{Path(settings.home) / 'airflow' / 'simple_auth_manager_passwords.json.generated'})",
+              flush=True)
+        _exec(["airflow", "standalone"], airflow_env(settings))
+    elif argv == ["mlflow-ui"]:
+        Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
+        _exec(["mlflow", "ui", "--backend-store-uri", settings.tracking_uri,
+               "--default-artifact-root", settings.artifact_root, "--port", "5000"], os.environ.copy())
+    else:
+        raise SystemExit("usage: python -m modelyard.airflow_env standalone|mlflow-ui")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

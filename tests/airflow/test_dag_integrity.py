@@ -1,0 +1,77 @@
+"""The DAG bundle loads cleanly and keeps its interface: ids, schedules, queues, pools, Params."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from modelyard.airflow_env import PROJECT_ROOT
+
+DAG_FILES = sorted((PROJECT_ROOT / "dags").glob("*.py"))
+HEAVY = {"torch", "transformers", "mlflow", "datasets", "great_expectations", "peft", "trl"}
+
+
+@pytest.fixture
+def dagbag(airflow_settings):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+
+
+def test_bundle_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"curate_dataset", "finetune_model", "promote_model"}
+
+
+def test_schedules(dagbag):
+    from modelyard.assets import CURATED_DATASET
+
+    curate = dagbag.dags["curate_dataset"]
+    from airflow.sdk import CronDataIntervalTimetable
+
+    assert isinstance(curate.timetable, CronDataIntervalTimetable)
+    assert curate.timetable.expression == "0 0 * * *"
+    assert curate.max_active_runs == 1
+    finetune = dagbag.dags["finetune_model"]
+    assert list(finetune.timetable.asset_condition.objects) == [CURATED_DATASET]
+    assert dagbag.dags["promote_model"].timetable.can_be_scheduled is False
+
+
+def test_training_runs_on_the_gpu_queue_and_pool(dagbag):
+    dag = dagbag.dags["finetune_model"]
+    train = dag.get_task("train")
+    assert (train.queue, train.pool) == ("gpu", "gpu")
+    assert train.retries >= 1 and train.retry_exponential_backoff
+    assert train.execution_timeout is not None
+    others = [t for t in dag.tasks if t.task_id != "train"]
+    assert all(t.queue != "gpu" and t.pool != "gpu" for t in others)
+
+
+def test_trigger_form_params(dagbag):
+    params = dagbag.dags["finetune_model"].params
+    assert {"base_model", "lora_r", "learning_rate", "max_steps", "backend"} <= set(params.keys())
+    assert params.get_param("backend").schema["enum"] == ["auto", "hf", "unsloth"]
+    promote = dagbag.dags["promote_model"].params
+    assert promote["rollback"] is False and promote.get_param("to").schema["enum"] == [
+        "canary", "production"]
+
+
+def test_curated_asset_is_emitted_only_by_announce(dagbag):
+    from modelyard.assets import CURATED_DATASET
+
+    dag = dagbag.dags["curate_dataset"]
+    emitters = [t.task_id for t in dag.tasks if CURATED_DATASET in t.outlets]
+    assert emitters == ["announce"]
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_files_import_nothing_heavy_at_top_level(path: Path):
+    tree = ast.parse(path.read_text())
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = {alias.name.split(".")[0] for node in top_level if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module.split(".")[0] for node in top_level
+              if isinstance(node, ast.ImportFrom) and node.module}
+    assert not names & HEAVY, f"{path.name} imports {names & HEAVY} at module level"

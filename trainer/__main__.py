@@ -1,0 +1,39 @@
+"""``python -m trainer --config FILE``: exit 0 with result.json written, 2 on a bad config."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from trainer.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="JSON or YAML config file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+        from trainer.backends import resolve_backend
+
+        backend = resolve_backend(cfg)
+        if backend == "unsloth":
+            importlib.import_module("unsloth")  # must patch transformers/TRL before they load
+        from trainer.train import run
+
+        result = run(cfg, backend)
+    except ConfigError as err:
+        print(f"trainer: config error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
