@@ -6,9 +6,15 @@ same home. Everything is environment variables, Airflow's own configuration mech
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from modelyard.settings import Settings
@@ -57,6 +63,49 @@ def init_airflow(settings: Settings) -> None:
     (Path(settings.home) / "airflow").mkdir(parents=True, exist_ok=True)
     airflow(["db", "migrate"], settings, capture=True)
     airflow(["pools", "set", "gpu", "1", "GPU slots for training tasks"], settings, capture=True)
+
+
+@contextmanager
+def running_airflow(settings: Settings, port: int = 8080, timeout: float = 180.0,
+                    log_file: Path | None = None) -> Iterator[str]:
+    """Run ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) on the
+    embedded home until the context exits; yields the API base URL once the scheduler is up."""
+    init_airflow(settings)
+    base_url = f"http://127.0.0.1:{port}"
+    env = airflow_env(settings)
+    env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base_url,
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/"})
+    log_file = log_file or Path(settings.home) / "airflow" / "standalone.log"
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_healthy(base_url, proc, timeout, log_file)
+        yield base_url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float, log_file: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see {log_file}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as resp:
+                health = json.load(resp)
+            if health.get("scheduler", {}).get("status") == "healthy":
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"Airflow did not become healthy within {timeout:.0f}s; see {log_file}")
 
 
 def _exec(argv: list[str], env: dict[str, str]) -> None:

@@ -6,4 +6,6 @@ from airflow.sdk import Asset
 
 #: Updated once per newly published dataset version; the event's ``extra`` carries
 #: ``{"version", "path", "partition"}``, so consumers train on exactly what was published.
-CURATED_DATASET = Asset(name="modelyard_curated_dataset", uri="modelyard://datasets/curated")
+#: Name only: a URI scheme makes Airflow load every provider's URI handlers (boto3 included)
+#: on each parse, +0.12 s per DAG file measured by bench/dag_parse.py.
+CURATED_DATASET = Asset(name="modelyard_curated_dataset")
