@@ -1,0 +1,111 @@
+"""A backfill over three historical dates under a real Airflow scheduler (`airflow standalone`).
+
+The middle date has no raw partition: that run must be a clear skip, not a failure of the
+backfill. Re-running the backfill republishes the same versions and emits no new Asset event.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from modelyard.airflow_env import airflow, running_airflow
+from modelyard.sampledata import write_partition
+
+pytestmark = pytest.mark.airflow
+DATES = ["2026-10-01", "2026-10-02", "2026-10-03"]
+MISSING = "2026-10-02"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _backfill_runs(settings, backfills: int, timeout: float = 420) -> list[dict]:
+    """Wait until ``backfills`` backfills have completed; return curate_dataset's backfill runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = _db_rows(settings, "SELECT count(*) FROM backfill WHERE completed_at IS NOT NULL")
+        if done[0][0] >= backfills:
+            break
+        time.sleep(3)
+    else:
+        raise TimeoutError(f"backfill did not complete within {timeout:.0f}s")
+    out = airflow(["dags", "list-runs", "curate_dataset", "-o", "json"], settings,
+                  capture=True).stdout
+    return [r for r in json.loads(out) if r["run_id"].startswith("backfill__")]
+
+
+def _db_rows(settings, query: str) -> list[tuple]:
+    with sqlite3.connect(Path(settings.home) / "airflow" / "airflow.db") as conn:
+        return conn.execute(query).fetchall()
+
+
+def _backfill(settings) -> None:
+    airflow(["backfill", "create", "--dag-id", "curate_dataset", "--from-date", DATES[0],
+             "--to-date", DATES[-1], "--reprocess-behavior", "completed"], settings, capture=True)
+
+
+def test_backfill_rebuilds_history_and_skips_the_missing_partition(airflow_settings):
+    settings = airflow_settings
+    raw = settings.storage_path / "raw"
+    for day in DATES:
+        if day != MISSING:
+            write_partition(raw, date.fromisoformat(day), n=60)
+
+    with running_airflow(settings, port=_free_port()) as base_url:
+        airflow(["dags", "unpause", "curate_dataset"], settings, capture=True)
+        _backfill(settings)
+        runs = _backfill_runs(settings, backfills=1)
+        assert {r["logical_date"][:10] for r in runs} == set(DATES)
+        assert all(r["state"] == "success" for r in runs), runs
+
+        states = dict(_db_rows(settings, "SELECT dr.logical_date, ti.state FROM task_instance ti "
+                               "JOIN dag_run dr ON dr.run_id = ti.run_id AND dr.dag_id = ti.dag_id "
+                               "WHERE ti.task_id = 'curate' AND dr.run_id LIKE 'backfill__%'"))
+        assert {d[:10]: s for d, s in states.items()}[MISSING] == "skipped"
+
+        pointers = settings.storage_path / "datasets" / "_by_date"
+        published = {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
+        assert set(published) == set(DATES) - {MISSING}
+        events = _db_rows(settings, "SELECT extra FROM asset_event")
+        assert sorted(json.loads(e[0])["version"] for e in events) == sorted(published.values())
+
+        # The same backfill again: same versions, no second Asset event for them.
+        _backfill(settings)
+        rerun = _backfill_runs(settings, backfills=2)
+        assert all(r["state"] == "success" for r in rerun), rerun
+        again = {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
+        assert again == published
+        assert len(_db_rows(settings, "SELECT id FROM asset_event")) == len(published)
+
+        _check_registry_page_needs_login(settings, base_url)
+
+
+def _check_registry_page_needs_login(settings, base_url: str) -> None:
+    """The plugin page is served by the API server and refuses anonymous requests."""
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{base_url}/modelyard/status.json", timeout=30)
+    assert anonymous.value.code == 401
+    passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
+    login = json.dumps({"username": "admin",
+                        "password": json.loads(passwords.read_text())["admin"]}).encode()
+    request = urllib.request.Request(f"{base_url}/auth/token", data=login, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        token = json.load(resp)["access_token"]
+    page = urllib.request.Request(f"{base_url}/modelyard/",
+                                  headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(page, timeout=60) as resp:
+        html = resp.read().decode()
+    assert settings.registered_model in html and "Promotion ledger" in html
