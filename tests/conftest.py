@@ -33,3 +33,22 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path):
     settings_mod.get_settings.cache_clear()
     yield settings_mod.get_settings()
     settings_mod.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """(host, port) of a PostgreSQL server: the local one, or one started for the session."""
+    from tests.pg import postgres_server as server
+
+    workdir = tmp_path_factory.mktemp("pg")
+    workdir.chmod(0o777)
+    with server(workdir) as address:
+        yield address
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """SQLAlchemy URL of a database created for this test."""
+    from tests.pg import create_database
+
+    return create_database(*postgres_server)

@@ -1,0 +1,77 @@
+"""A PostgreSQL server for the distributed-mode tests.
+
+Uses the one on 127.0.0.1:5432 when it answers (trust auth, as on CI); otherwise starts a
+throwaway cluster with the local ``initdb``/``pg_ctl`` (a new developer's machine), and skips
+only when PostgreSQL is not installed at all.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres",
+                         connect_timeout=3).close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not usable", we then start our own
+        return False
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+@contextmanager
+def postgres_server(workdir: Path) -> Iterator[tuple[str, int]]:
+    if _answers("127.0.0.1", 5432):
+        yield "127.0.0.1", 5432
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL is neither running on 127.0.0.1:5432 nor installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = workdir / "pgdata"
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
+    if run_as:
+        subprocess.run(["chown", "-R", "postgres", str(workdir)], check=True)
+    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True)
+    # -l: the server must not inherit our pipes, or run() would wait for it to exit
+    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-w", "-l", str(workdir / "pg.log"), "-o",
+                    f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)
+
+
+def create_database(host: str, port: int) -> str:
+    """A fresh database; returns its SQLAlchemy URL."""
+    import psycopg2
+
+    name = f"modelyard_test_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"postgresql://postgres@{host}:{port}/{name}"
