@@ -1,4 +1,4 @@
-"""The two ways to get a LoRA-wrapped model: Unsloth on NVIDIA GPUs, HF transformers + PEFT anywhere.
+"""Two ways to a LoRA-wrapped model: Unsloth on NVIDIA GPUs, HF transformers + PEFT anywhere.
 
 Both return a PEFT model and its tokenizer, so everything after loading (TRL's SFTTrainer,
 checkpoints, MLflow) is one code path. The Unsloth side is deliberately thin: it only asks

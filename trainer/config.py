@@ -36,6 +36,7 @@ class LoraConfig(_Strict):
 class MlflowConfig(_Strict):
     tracking_uri: str
     experiment: str = "modelyard-training"
+    artifact_location: str | None = Field(None, description="used when creating the experiment")
     run_name: str | None = None
     run_id: str | None = Field(None, description="continue this run; default: the run dir's")
 
@@ -86,12 +87,11 @@ class TrainerConfig(_Strict):
 
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "config"
     msg = first["msg"].removeprefix("Value error, ")
-    if msg.startswith(f"{field}: "):
+    if not first["loc"]:  # a cross-field check: its message already starts with the field
         return msg
     extra = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{field}: {msg}{extra}"
+    return f"{'.'.join(str(p) for p in first['loc'])}: {msg}{extra}"
 
 
 def parse_config(data: dict) -> TrainerConfig:
@@ -127,7 +127,7 @@ def check_against_model(cfg: TrainerConfig) -> None:
     from transformers import AutoConfig
 
     base = cfg.base_model
-    if (base.startswith(("/", ".", "~")) or Path(base).exists()) and not Path(base).is_dir():
+    if base.startswith(("/", ".")) and not Path(base).is_dir():
         raise ConfigError(f"base_model: path does not exist: {base}")
     try:
         model_config = AutoConfig.from_pretrained(base, revision=cfg.base_revision)

@@ -32,8 +32,10 @@ def start_run(cfg: TrainerConfig) -> str:
     if run_id is None and id_file.is_file():
         run_id = json.loads(id_file.read_text(encoding="utf-8"))["run_id"]
     if run_id is None:
-        mlflow.set_experiment(cfg.mlflow.experiment)
-        run = mlflow.start_run(run_name=cfg.mlflow.run_name)
+        experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+        experiment_id = (experiment.experiment_id if experiment else mlflow.create_experiment(
+            cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location))
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.mlflow.run_name)
     else:
         run = mlflow.start_run(run_id=run_id)
     write_atomic(id_file, json.dumps({"run_id": run.info.run_id}))
@@ -108,9 +110,10 @@ def plot_losses(log_history: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
-        points = [(row["step"], row[key]) for row in log_history if key in row]
-        if points:
-            ax.plot(*zip(*points), marker="." if key == "eval_loss" else None, label=label)
+        steps = [row["step"] for row in log_history if key in row]
+        if steps:
+            ax.plot(steps, [row[key] for row in log_history if key in row], label=label,
+                    marker="." if key == "eval_loss" else None)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()

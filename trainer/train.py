@@ -1,4 +1,4 @@
-"""One training run: load, audit, train (resuming if possible), export, record, write result.json."""
+"""One training run: load, audit, train (resuming if possible), export, record, result.json."""
 
 from __future__ import annotations
 
@@ -11,16 +11,24 @@ from typing import Any
 
 import mlflow
 import torch
+from datasets import Dataset
 from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from trainer import backends
 from trainer.checkpoints import SealCheckpoints, latest_resumable, mirror, write_atomic
 from trainer.config import TrainerConfig, check_against_model
+from trainer.cpu_kernels import ensure_logprob_kernel
 from trainer.data import load_split
 from trainer.tokenizer_audit import audit_tokenizer
-from trainer.tracking import (MlflowMetrics, flat_params, model_card, peak_memory_mb,
-                              plot_losses, start_run)
+from trainer.tracking import (
+    MlflowMetrics,
+    flat_params,
+    model_card,
+    peak_memory_mb,
+    plot_losses,
+    start_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +109,8 @@ def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
     return result
 
 
-def _train(cfg, backend, model, tokenizer, train_ds, eval_ds, resume, run_id) -> dict[str, Any]:
+def _train(cfg: TrainerConfig, backend: str, model: Any, tokenizer: Any, train_ds: Dataset,
+           eval_ds: Dataset, resume: Path | None, run_id: str) -> dict[str, Any]:
     run_dir = cfg.output_dir
     mlflow.log_params(flat_params(cfg))
     mlflow.set_tags({"backend": backend, "base_model": cfg.base_model,
@@ -112,6 +121,7 @@ def _train(cfg, backend, model, tokenizer, train_ds, eval_ds, resume, run_id) ->
     callbacks: list[TrainerCallback] = [SealCheckpoints(cfg.mirror_dir), metrics_cb]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    ensure_logprob_kernel()
     trainer = SFTTrainer(model=model, args=sft_config(cfg, backend, resume is not None),
                          train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, callbacks=callbacks)

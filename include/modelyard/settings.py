@@ -34,6 +34,7 @@ class CurationSettings(BaseModel):
     quality_classifier: bool = False
     quality_threshold: float = Field(0.5, ge=0.0, le=1.0)
     batch_size: int = Field(4096, gt=0, description="records per vectorised batch")
+    workers: int = Field(1, ge=1, description="processes preparing batches (1 = in-process)")
     split_tolerance: float = Field(0.05, ge=0.0, description="GX gate: eval share slack")
 
 
@@ -41,9 +42,15 @@ class TrainingSettings(BaseModel):
     """Defaults the ``finetune_model`` DAG offers as Params."""
 
     backend: str = "auto"
-    max_steps: int = 60
+    # Tuned on the tiny model: 100 LoRA steps take it from eval loss ~7 to < 1 on CPU.
+    max_steps: int = 100
     learning_rate: float = 5e-3
-    lora_r: int = 8
+    lora_r: int = 16
+    max_seq_length: int = 256
+    eval_steps: int = 20
+    save_steps: int = 20
+    early_stopping_patience: int = 3
+    experiment: str = "modelyard-finetune"
     python: str = Field("", description="interpreter of the trainer env; empty = this one")
     timeout_minutes: int = 240
 

@@ -12,6 +12,7 @@ import random
 from datetime import date
 from pathlib import Path
 
+import pytest
 from modelyard.sampledata import write_partition
 
 
@@ -61,7 +62,7 @@ def publish_dataset(storage: str, version: str, train: list[dict], evals: list[d
 
 
 def train_adapter(base_model: Path, records: list[dict], out_dir: Path, steps: int,
-                  seed: int = 0, lr: float = 1e-2) -> Path:
+                  seed: int = 0, lr: float = 5e-3) -> Path:
     """A LoRA adapter trained on the completion tokens with plain torch; saved with tokenizer."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -114,3 +115,35 @@ def train_result(settings, adapter_dir: Path, base_model: Path, name: str) -> di
             "base_model": str(base_model), "base_revision": "local", "backend": "hf"}
 
 
+
+
+@pytest.fixture(scope="session")
+def eval_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    """Disjoint train and held-out records of the sample task (deduplicated by id)."""
+    records = sample_records(tmp_path_factory.mktemp("sample"), date(2026, 1, 1), n=240)
+    return {"train": records[:150], "eval": records[150:190], "later_eval": records[190:220]}
+
+
+def _adapter(tmp_path_factory, tiny_model: Path, sample: dict, name: str, steps: int,
+             seed: int = 0) -> Path:
+    """Trained once per pytest session: the cache dir is shared by every conftest importing this."""
+    out = tmp_path_factory.getbasetemp() / "adapters" / name
+    if not (out / "adapter_model.safetensors").exists():
+        train_adapter(tiny_model, sample["train"], out, steps=steps, seed=seed)
+    return out
+
+
+@pytest.fixture(scope="session")
+def good_adapter(tmp_path_factory, tiny_model, eval_sample) -> Path:
+    return _adapter(tmp_path_factory, tiny_model, eval_sample, "good", steps=50)
+
+
+@pytest.fixture(scope="session")
+def weak_adapter(tmp_path_factory, tiny_model, eval_sample) -> Path:
+    return _adapter(tmp_path_factory, tiny_model, eval_sample, "weak", steps=1)
+
+
+@pytest.fixture(scope="session")
+def other_good_adapter(tmp_path_factory, tiny_model, eval_sample) -> Path:
+    """A second good candidate with different weights (another seed)."""
+    return _adapter(tmp_path_factory, tiny_model, eval_sample, "good-seed1", steps=50, seed=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import evaluate
@@ -13,32 +12,12 @@ import torch
 
 from modelyard.evaluation.suite import Suite, metric_module_path
 
-LOWER_IS_BETTER = frozenset({"eval_loss", "perplexity"})
-
 
 @dataclass
 class SuiteScores:
     suite_version: str
     metrics: dict[str, float]
     predictions: list[dict]  # one {"id", "prediction", "reference"} per suite record
-
-
-def load_causal_lm(base_model: str, base_revision: str | None = None,
-                   adapter_dir: str | None = None):
-    """Base model (+ PEFT adapter) in eval mode, with its tokenizer (the adapter's when it has one)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    revision = None if Path(base_model).exists() else base_revision
-    model = AutoModelForCausalLM.from_pretrained(base_model, revision=revision)
-    if adapter_dir:
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    has_tok = adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists()
-    tokenizer = (AutoTokenizer.from_pretrained(adapter_dir) if has_tok
-                 else AutoTokenizer.from_pretrained(base_model, revision=revision))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
 
 
 @lru_cache(maxsize=16)
@@ -52,7 +31,8 @@ def _prompt(tokenizer, record: dict) -> str:
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int) -> list[str]:
+def generate(model, tokenizer, records: list[dict], max_new_tokens: int,
+             batch_size: int) -> list[str]:
     """Greedy, left-padded batches, so every prompt ends where generation starts."""
     tokenizer.padding_side = "left"
     out = []
@@ -113,5 +93,5 @@ def score(model, tokenizer, suite: Suite) -> SuiteScores:
         loss = completion_loss(model, tokenizer, records, gen["batch_size"])
         metrics.update(eval_loss=loss, perplexity=math.exp(min(loss, 50.0)))
     rows = [{"id": r["id"], "prediction": p, "reference": ref}
-            for r, p, ref in zip(records, predictions, references)]
+            for r, p, ref in zip(records, predictions, references, strict=True)]
     return SuiteScores(suite_version=suite.version, metrics=metrics, predictions=rows)

@@ -8,7 +8,7 @@ one new candidates are scored on.
 Layout under ``settings.storage``::
 
     eval-suites/<version>/records.jsonl   the held-out records, sorted by id
-    eval-suites/<version>/suite.json      {version, config, reason, sources, parent, created_at, ...}
+    eval-suites/<version>/suite.json      {version, config, reason, sources, parent, ...}
     eval-suites/CURRENT                   the current version
 """
 
@@ -70,9 +70,9 @@ def suite_config(settings: Settings) -> dict[str, Any]:
     gate = settings.gate
     return {
         "metrics": list(gate.suite_metrics),
-        "metric_args": {"format_validity": {"schema": gate.json_schema}} if gate.json_schema else {},
-        "generation": {"max_new_tokens": gate.max_new_tokens, "batch_size": gate.eval_batch_size,
-                       "do_sample": False},
+        "metric_args": ({"format_validity": {"schema": gate.json_schema}}
+                        if gate.json_schema else {}),
+        "generation": {"max_new_tokens": gate.max_new_tokens, "batch_size": gate.eval_batch_size},
         "loss": True,
     }
 

@@ -2,19 +2,8 @@
 
 import json
 
-import datasets
-import evaluate
 import jsonschema
-
-_DESCRIPTION = "Fraction of predictions that parse as JSON and match the optional JSON schema."
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions (list of str): generated completions.
-    references (list of str): expected completions (unused; kept so every metric shares inputs).
-    schema (dict, optional): JSON schema each parsed prediction must satisfy.
-Returns:
-    format_validity (float): in [0, 1].
-"""
+from modelyard.evaluation import metric_base
 
 
 def _valid(text: str, validator) -> bool:
@@ -25,19 +14,16 @@ def _valid(text: str, validator) -> bool:
     return validator is None or validator.is_valid(value)
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class FormatValidity(evaluate.Metric):
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation="", inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+class FormatValidity(metric_base.TextPairMetric):
+    summary = "Share of predictions that parse as JSON and match the optional JSON schema."
+    inputs_doc = (metric_base.TextPairMetric.inputs_doc
+                  + "    schema (dict, optional): JSON schema each prediction must match.\n")
 
     def _compute(self, predictions, references, schema=None):
         validator = None
         if schema is not None:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-            validator = jsonschema.validators.validator_for(schema)(schema)
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            validator = cls(schema)
         hits = sum(_valid(p, validator) for p in predictions)
         return {"format_validity": hits / len(predictions) if predictions else 0.0}

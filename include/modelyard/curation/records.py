@@ -1,0 +1,148 @@
+"""Raw record shapes -> one canonical, normalised chat record.
+
+Accepted raw shapes (one JSON object per line, optional ``id``):
+``{"prompt", "completion"}``, ``{"messages": [{"role", "content"}, ...]}`` (last turn is the
+assistant's) and ``{"instruction", "input"?, "output"}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ROLES = ("system", "user", "assistant")
+
+# RE2 syntax (Arrow compute): the batch is normalised in C++, not one Python call a string.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{200b}-\x{200d}\x{2060}\x{feff}]"
+_ODD_SPACE = r"[\t\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_ANY_SPACE = _ODD_SPACE.replace("[", "[ ", 1)
+# Runs of spaces that need rewriting (2+ long, or holding a tab or Unicode space): a lone
+# space between words does not match, which keeps the pass fast.
+_SPACES = f"{_ANY_SPACE}*{_ODD_SPACE}{_ANY_SPACE}*|{_ANY_SPACE}{{2,}}"
+
+
+class SchemaError(ValueError):
+    """The line is JSON but not one of the accepted shapes."""
+
+
+@dataclass
+class Record:
+    """A curated record in the making; ``to_json`` gives the contract's curated shape."""
+
+    id: str
+    messages: list[dict[str, str]]
+    source: dict[str, object]
+    quality_score: float | None = None
+    split: str = ""
+    pii: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        return "\n".join(m["content"] for m in self.messages[:-1] if m["role"] == "user")
+
+    @property
+    def completion(self) -> str:
+        return self.messages[-1]["content"]
+
+    @property
+    def text(self) -> str:
+        """All turns, the unit of dedup, near-dup and contamination checks."""
+        return "\n".join(m["content"] for m in self.messages)
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "messages": self.messages,
+            "prompt": self.prompt,
+            "completion": self.completion,
+            "source": self.source,
+            "quality_score": self.quality_score,
+            "split": self.split,
+        }
+
+
+def normalize_batch(texts: list[str]) -> list[str]:
+    """NFC, no control or zero-width characters, single spaces, no space around line breaks,
+    at most one blank line, stripped."""
+    # unicodedata, not pc.utf8_normalize: pyarrow 25 returned decomposed text unchanged.
+    nfc = [
+        t if unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t) for t in texts
+    ]
+    arr = pa.array(nfc, pa.large_string())
+    arr = pc.replace_substring_regex(arr, r"\r\n?", "\n")
+    arr = pc.replace_substring_regex(arr, _CONTROL, "")
+    arr = pc.replace_substring_regex(arr, _SPACES, " ")
+    arr = pc.replace_substring_regex(arr, r" ?\n ?", "\n")
+    arr = pc.replace_substring_regex(arr, r"\n{3,}", "\n\n")
+    return pc.utf8_trim_whitespace(arr).to_pylist()
+
+
+def normalize(text: str) -> str:
+    return normalize_batch([text])[0]
+
+
+def content_id(text: str) -> str:
+    """Stable id of a record that came without one."""
+    return "c-" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _text(obj: dict, key: str, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise SchemaError(f"field {key!r} must be a string")
+    return value
+
+
+def _raw_messages(obj: dict) -> list[dict[str, str]]:
+    if "messages" in obj:
+        turns = obj["messages"]
+        if not isinstance(turns, list) or len(turns) < 2:
+            raise SchemaError("messages must be a list of at least two turns")
+        if not all(isinstance(t, dict) and t.get("role") in ROLES for t in turns):
+            raise SchemaError(f"every turn needs a role in {ROLES}")
+        if turns[-1]["role"] != "assistant":
+            raise SchemaError("the last turn must be the assistant's")
+        return [{"role": t["role"], "content": _text(t, "content")} for t in turns]
+    if "prompt" in obj or "completion" in obj:
+        prompt, completion = _text(obj, "prompt"), _text(obj, "completion")
+    elif "instruction" in obj or "output" in obj:
+        parts = (_text(obj, "instruction"), _text(obj, "input", required=False))
+        prompt, completion = "\n".join(p for p in parts if p), _text(obj, "output")
+    else:
+        raise SchemaError("no prompt/completion, messages or instruction/output fields")
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+
+
+def extract(obj: object) -> tuple[list[dict[str, str]], str | None]:
+    """Turns (not yet normalised) and the given id of one decoded JSON line."""
+    if not isinstance(obj, dict):
+        raise SchemaError("a line must be a JSON object")
+    raw_id = obj.get("id")
+    if raw_id is not None and not isinstance(raw_id, (str, int)):
+        raise SchemaError("id must be a string or an integer")
+    return _raw_messages(obj), None if raw_id is None else str(raw_id)
+
+
+def build(messages: list[dict[str, str]], record_id: str | None, source: dict) -> Record:
+    """The record of normalised turns; raises SchemaError when no user turn has content."""
+    if not any(m["role"] == "user" and m["content"] for m in messages[:-1]):
+        raise SchemaError("empty prompt")
+    record = Record(id="", messages=messages, source=source)
+    record.id = record_id if record_id is not None else content_id(record.text)
+    return record
+
+
+def parse(obj: object, source: dict) -> Record:
+    """Canonical normalised record of one decoded JSON line (one at a time; the pipeline
+    normalises whole batches)."""
+    messages, record_id = extract(obj)
+    contents = normalize_batch([m["content"] for m in messages])
+    return build(
+        [{**m, "content": c} for m, c in zip(messages, contents, strict=True)], record_id, source
+    )

@@ -1,0 +1,59 @@
+"""The whole pipeline through Airflow on the embedded default, twice.
+
+`modelyard demo` runs curate_dataset for three dates, finetune_model and promote_model with
+`airflow dags test` (real DagRuns, XComs, Params and Asset events in the metadata DB), on the
+tiny model. The registry must then hold one version with full lineage, holding production,
+whose scores beat the base model's on the same eval-suite version; a second run changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelyard.demo import run_demo, what_changed
+from modelyard.registry import tags
+
+pytestmark = pytest.mark.airflow
+
+
+def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, capsys):
+    from mlflow import MlflowClient
+
+    settings = airflow_settings
+    first = run_demo(settings)
+
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+    versions = client.search_model_versions(f"name='{settings.registered_model}'")
+    assert len(versions) == 1
+    version = versions[0]
+    lineage = version.tags
+    for tag in (tags.DATASET_VERSION, tags.DATASET_HASH, tags.BASE_MODEL, tags.CONFIG_HASH,
+                tags.GIT_SHA, tags.SUITE_VERSION, tags.DAG_ID, tags.DAG_RUN_ID, tags.MLFLOW_RUN_ID):
+        assert lineage.get(tag), f"missing lineage tag {tag}"
+    assert lineage[tags.DAG_ID] == "finetune_model"
+    assert lineage[tags.BASE_MODEL] == settings.default_base_model
+    assert lineage[tags.GATE_DECISION] == "passed"
+
+    model = client.get_registered_model(settings.registered_model)
+    assert model.aliases == {"production": version.version}
+    ledger = [entry["to"] for entry in first["ledger"]]
+    assert ledger == ["staging", "canary", "production"]
+
+    # The candidate beat the base model on the same eval-suite version.
+    report = first["versions"][0]["gate_report"]
+    assert report["suite_version"] == lineage[tags.SUITE_VERSION]
+    assert report["incumbent"]["kind"] == "base"
+    primary = report["primary_metric"]
+    assert report["candidate"]["metrics"][primary] > report["incumbent"]["metrics"][primary] + 0.1
+    assert json.loads(lineage[tags.METRICS])[primary] == report["candidate"]["metrics"][primary]
+
+    capsys.readouterr()
+    second = run_demo(settings)
+    out = capsys.readouterr().out
+    assert "already trained and registered" in out
+    assert what_changed(first, second) == [
+        "nothing changed: the registry already held this pipeline's result"]
+    assert len(client.search_model_versions(f"name='{settings.registered_model}'")) == 1

@@ -1,0 +1,53 @@
+"""Two promotions started at once, in two processes: exactly one production version results."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from evaluation.helpers import publish_dataset, train_result
+from modelyard.registry import promote, register_candidate, status
+from modelyard.settings import Settings
+
+
+def _promote_worker(home: str, base: str, barrier, results) -> None:
+    settings = Settings(home=Path(home), base_model=base)
+    barrier.wait()
+    try:
+        out = promote(settings, "production", actor=multiprocessing.current_process().name,
+                      reason="race")
+        results.put(("ok", out["version"]))
+    except ValueError as exc:
+        results.put(("refused", str(exc)))
+
+
+def test_concurrent_promotions_leave_one_production(settings, tiny_model, good_adapter,
+                                                    eval_sample) -> None:
+    manifest = publish_dataset(settings.storage, "ds-a", eval_sample["train"], eval_sample["eval"])
+    # The gate is not under test here: a passed report as evaluate_candidate returns it.
+    report = {"suite_version": "suite-race", "candidate": {"metrics": {"rouge_l": 0.5}},
+              "gate": {"passed": True, "failed": []}, "artifacts": {}}
+    registered = register_candidate(train_result(settings, good_adapter, tiny_model, "race"),
+                                    report, manifest, {"dag_id": "t", "run_id": "r"}, settings)
+    promote(settings, "canary", actor="setup", reason="race setup")
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_promote_worker, name=f"promoter-{i}",
+                         args=(str(settings.home), str(tiny_model), barrier, results))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    outcomes = sorted(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+
+    assert [o[0] for o in outcomes] == ["ok", "refused"]
+    assert outcomes[0][1] == registered["version"]
+    assert "no version of" in outcomes[1][1] and "holds canary" in outcomes[1][1]
+    state = status(settings)
+    assert state["aliases"] == {"production": registered["version"]}
+    production_moves = [e for e in state["ledger"] if e["to_stage"] == "production"]
+    assert len(production_moves) == 1
+    assert [e["seq"] for e in state["ledger"]] == list(range(1, len(state["ledger"]) + 1))

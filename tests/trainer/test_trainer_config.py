@@ -1,0 +1,54 @@
+"""Bad configs fail before any model loads, with one line that names the field, exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import yaml
+from trainer_helpers import CHILD_ENV, trainer_cmd, write_config
+
+from trainer.__main__ import main
+from trainer.config import load_config
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"learning_rte": 1e-3}, "learning_rte"),
+    ({"learning_rate": -1e-3}, "learning_rate"),
+    ({"base_model": "/nonexistent/models/llama"}, "base_model"),
+    ({"max_seq_length": 4096}, "max_seq_length"),
+    ({"save_steps": 15}, "save_steps"),
+    ({"export": "gguf"}, "export"),
+    ({"lora": {"r": 4, "rank": 4}}, "lora.rank"),
+    ({"backend": "unsloth"}, "backend"),  # no GPU here: a clear error, not an import traceback
+])
+def test_bad_config_is_one_line_naming_the_field(make_config, tmp_path, capsys, change, field):
+    cfg = make_config(**change)
+    assert main(["--config", str(write_config(cfg, tmp_path / "bad.json"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"trainer: config error: {field}: "), err
+    assert not (tmp_path / "run").exists()  # failed before touching the run dir
+
+
+def test_missing_base_model_key(make_config, tmp_path, capsys):
+    cfg = make_config()
+    del cfg["base_model"]
+    assert main(["--config", str(write_config(cfg, tmp_path / "bad.json"))]) == 2
+    assert capsys.readouterr().err.strip() == "trainer: config error: base_model: Field required"
+
+
+def test_cli_exit_code_and_stderr(make_config, tmp_path):
+    cfg_file = write_config(make_config(learning_rate=-1), tmp_path / "bad.json")
+    done = subprocess.run(trainer_cmd(cfg_file), capture_output=True, text=True,
+                          env={**os.environ, **CHILD_ENV})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "trainer: config error: learning_rate: Input should be greater than 0"]
+
+
+def test_yaml_and_json_configs_are_the_same(make_config, tmp_path):
+    cfg = make_config()
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert load_config(tmp_path / "c.yaml") == load_config(write_config(cfg, tmp_path / "c.json"))

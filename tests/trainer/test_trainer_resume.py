@@ -1,0 +1,70 @@
+"""Kill -9 mid-run, run again: training resumes from the newest sealed checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from trainer_helpers import trainer_cmd, write_config
+
+from trainer.checkpoints import SEAL, latest_resumable
+
+
+def _run(cfg_file: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run(trainer_cmd(cfg_file), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+def _config(make_config, tmp_path: Path, name: str) -> Path:
+    cfg = make_config(output_dir=str(tmp_path / name), max_steps=60, eval_steps=10,
+                      save_steps=10, early_stopping_patience=None, seed=11,
+                      lora={"r": 8, "alpha": 16, "dropout": 0.1})
+    return write_config(cfg, tmp_path / f"{name}.json")
+
+
+def _half_write(checkpoint: Path, step: int) -> Path:
+    """What a worker killed inside ``save_model`` leaves behind: newer, unsealed, truncated."""
+    broken = checkpoint.with_name(f"checkpoint-{step}")
+    shutil.copytree(checkpoint, broken)
+    (broken / SEAL).unlink()
+    (broken / "optimizer.pt").unlink()
+    (broken / "trainer_state.json").write_text('{"global_step": ')
+    return broken
+
+
+def test_sigkill_then_rerun_resumes(make_config, tmp_path):
+    _run(_config(make_config, tmp_path, "reference"))
+    reference = json.loads((tmp_path / "reference" / "result.json").read_text())
+
+    cfg_file = _config(make_config, tmp_path, "run")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    proc = subprocess.Popen(trainer_cmd(cfg_file), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while latest_resumable(checkpoints) is None and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "result.json").exists(), "the run finished before the kill"
+    survivor = latest_resumable(checkpoints)
+    first_step = json.loads((survivor / "trainer_state.json").read_text())["global_step"]
+    _half_write(survivor, 10_000)
+    run_id = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())["run_id"]
+
+    done = _run(cfg_file)
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert f"resumed from {survivor.name}" in done.stdout
+    assert result["resumed_from"] == survivor.name
+    assert first_step < result["global_step"] == 60
+    assert result["mlflow_run_id"] == run_id  # the same MLflow run continues
+    # Optimizer, scheduler, RNG and data order continued: same end point as without the kill.
+    assert result["metrics"]["eval_loss"] == pytest.approx(
+        reference["metrics"]["eval_loss"], rel=1e-3)
