@@ -10,7 +10,9 @@ says what changed.
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+import sys
+from datetime import date
+from pathlib import Path
 
 from modelyard.airflow_env import airflow, init_airflow
 from modelyard.sampledata import write_sample_partitions
@@ -29,13 +31,27 @@ def _status(settings: Settings) -> dict:
 
 def _trigger(dag_id: str, settings: Settings, conf: dict | None = None,
              logical_date: str | None = None) -> None:
+    """One DAG run through Airflow; its (long) log goes to a file, its verdict to stdout."""
     args = ["dags", "test", dag_id]
     if logical_date:
         args.append(logical_date)
     if conf:
         args += ["--conf", json.dumps(conf)]
-    print(f"\n==> airflow {' '.join(args)}", flush=True)
-    airflow(args, settings)
+    log_dir = Path(settings.home) / "logs" / "demo"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{dag_id}-{logical_date or 'now'}-{len(list(log_dir.iterdir()))}.log"
+    print(f"==> airflow {' '.join(args)}", flush=True)
+    result = airflow(args, settings, check=False, capture=True)
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        print("\n".join((result.stdout + result.stderr).splitlines()[-40:]), file=sys.stderr)
+        raise SystemExit(f"{dag_id} failed (exit {result.returncode}); full log: {log}")
+    print(f"    ok (log: {log})", flush=True)
+
+
+def _published(settings: Settings, day: str) -> str | None:
+    pointer = settings.storage_path / "datasets" / "_by_date" / f"{day}.json"
+    return json.loads(pointer.read_text())["version"] if pointer.exists() else None
 
 
 def what_changed(before: dict, after: dict) -> list[str]:
@@ -61,10 +77,15 @@ def run_demo(settings: Settings | None = None, max_steps: int | None = None) -> 
     before = _status(settings)
 
     for partition in partitions:
-        _trigger("curate_dataset", settings, logical_date=partition.parent.name)
+        day = partition.parent.name
+        previous = _published(settings, day)
+        _trigger("curate_dataset", settings, logical_date=day)
+        current = _published(settings, day)
+        print(f"    {day}: " + (f"unchanged, still {current}" if current == previous
+                               else f"published {current}"), flush=True)
 
-    from modelyard.registry import find_versions
     from modelyard.catalog import latest_version
+    from modelyard.registry import find_versions
 
     dataset_version = latest_version(settings)
     if find_versions(settings, dataset_version=dataset_version):
@@ -80,7 +101,7 @@ def run_demo(settings: Settings | None = None, max_steps: int | None = None) -> 
             _trigger("promote_model", settings, conf={"to": "production", "reason": "demo"})
 
     after = _status(settings)
-    print("\n==> registry", flush=True)
+    print("\n==> registry (modelyard registry status)", flush=True)
     from modelyard.registry import format_status
 
     print(format_status(after))

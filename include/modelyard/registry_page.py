@@ -26,9 +26,6 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
 
 def render(status: dict) -> str:
     """HTML for a ``modelyard.registry.status`` snapshot (cells escaped)."""
-    by_version: dict[str, list[str]] = {}
-    for alias, version in status.get("aliases", {}).items():
-        by_version.setdefault(str(version), []).append(alias)
     versions = []
     for v in status.get("versions", []):
         decision = str(v.get("gate_decision", ""))
@@ -36,20 +33,22 @@ def render(status: dict) -> str:
         metrics = ", ".join(f"{k}={val:.3f}" if isinstance(val, float) else f"{k}={val}"
                             for k, val in sorted(v.get("metrics", {}).items()))
         versions.append([escape(str(v["version"])),
-                         escape(", ".join(by_version.get(str(v["version"]), []))),
+                         escape(", ".join(v.get("aliases", []))),
                          f'<span class="{css}">{escape(decision)}</span>',
                          escape(str(v.get("dataset_version", ""))),
                          escape(str(v.get("suite_version", ""))),
                          escape(str(v.get("base_model", ""))), escape(metrics)])
-    ledger = [[escape(str(e.get(k, ""))) for k in ("at", "actor", "action", "version",
-                                                     "from_version", "reason", "dag_run_id")]
+    ledger = [[escape(str(e.get(k) or "")) for k in ("at", "actor", "action", "version",
+                                                       "from_stage", "to_stage", "from_version",
+                                                       "reason", "dag_run_id")]
               for e in reversed(status.get("ledger", []))]
     return (f"<!doctype html><html><head><title>modelyard registry</title><style>{STYLE}</style>"
             f"</head><body><h1>{escape(str(status.get('model', '')))}</h1><h2>Versions</h2>"
             + _table(["version", "aliases", "gate", "dataset", "eval suite", "base", "metrics"],
                      versions)
             + "<h2>Promotion ledger</h2>"
-            + _table(["at", "who", "action", "version", "from", "why", "DAG run"], ledger)
+            + _table(["at", "who", "action", "version", "from stage", "to stage",
+                      "replaced version", "why", "DAG run"], ledger)
             + "</body></html>")
 
 

@@ -39,16 +39,17 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
 
     model = client.get_registered_model(settings.registered_model)
     assert model.aliases == {"production": version.version}
-    ledger = [entry["to"] for entry in first["ledger"]]
-    assert ledger == ["staging", "canary", "production"]
+    assert [entry["to_stage"] for entry in first["ledger"]] == ["staging", "canary", "production"]
+    assert first["ledger"][0]["dag_run_id"] == lineage[tags.DAG_RUN_ID]
 
     # The candidate beat the base model on the same eval-suite version.
-    report = first["versions"][0]["gate_report"]
-    assert report["suite_version"] == lineage[tags.SUITE_VERSION]
-    assert report["incumbent"]["kind"] == "base"
-    primary = report["primary_metric"]
-    assert report["candidate"]["metrics"][primary] > report["incumbent"]["metrics"][primary] + 0.1
-    assert json.loads(lineage[tags.METRICS])[primary] == report["candidate"]["metrics"][primary]
+    row = first["versions"][0]
+    assert row["suite_version"] == lineage[tags.SUITE_VERSION]
+    assert row["compared_with"]["label"] == "base model"
+    primary = settings.gate.primary_metric
+    assert row["metrics"][primary] > row["compared_with"]["metrics"][primary] + 0.1
+    assert row["metrics"]["eval_loss"] < row["compared_with"]["metrics"]["eval_loss"]
+    assert json.loads(lineage[tags.METRICS])[primary] == row["metrics"][primary]
 
     capsys.readouterr()
     second = run_demo(settings)

@@ -121,7 +121,7 @@ def train_result(settings, adapter_dir: Path, base_model: Path, name: str) -> di
 def eval_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     """Disjoint train and held-out records of the sample task (deduplicated by id)."""
     records = sample_records(tmp_path_factory.mktemp("sample"), date(2026, 1, 1), n=240)
-    return {"train": records[:150], "eval": records[150:190], "later_eval": records[190:220]}
+    return {"train": records[:150], "eval": records[150:174], "later_eval": records[174:190]}
 
 
 def _adapter(tmp_path_factory, tiny_model: Path, sample: dict, name: str, steps: int,

@@ -27,9 +27,6 @@ class KeyIndex:
     def __init__(self) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def __len__(self) -> int:
-        return sum(len(keys) for keys, _ in self._runs)
-
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Owner of each key, -1 where absent."""
         out = np.full(len(keys), -1, dtype=np.int64)

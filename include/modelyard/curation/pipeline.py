@@ -108,10 +108,10 @@ def _texts_of(records: list[dict]) -> list[str]:
     return ["\n".join(m["content"] for m in r["messages"]) for r in records]
 
 
-def _read_reference(path: Path) -> list[dict]:
+def _read_reference(path: Path) -> Iterator[dict]:
     """Curated records of the pinned eval suite (one JSON object a line)."""
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        yield from (json.loads(line) for line in handle if line.strip())
 
 
 class _Parked:
@@ -184,7 +184,7 @@ class Curation:
         self.eval_reference = eval_reference
         self.kept_ids = KeyIndex()
         self.pii: Counter = Counter()
-        self.scores: list[float] = []
+        self.histogram = np.zeros(10, dtype=np.int64)  # classifier scores, bins of 0.1
         self.parked = _Parked(workdir / ".parked")
         self.input_lines = 0
 
@@ -263,11 +263,11 @@ class Curation:
 
     def _classify(self, pending: list[tuple[Record, str]], kept: list[int]) -> list[int]:
         scores = classifier.quality_scores([pending[i][0].text for i in kept])
+        self.histogram += np.histogram(scores, bins=10, range=(0.0, 1.0))[0]
         passed = []
         for i, score in zip(kept, scores.tolist(), strict=True):
             record, raw = pending[i]
             record.quality_score = round(score, 4)
-            self.scores.append(score)
             if score < self.s.quality_threshold:
                 detail = f"classifier score {score:.3f} < {self.s.quality_threshold}"
                 self.out.reject("quality", detail, raw, record.source, record.id)
@@ -305,14 +305,13 @@ class Curation:
 
     def _summary(self) -> dict:
         counts = {"input": self.input_lines, **{name: self.out.counts[name] for name in OUTPUTS}}
-        histogram, edges = np.histogram(self.scores, bins=10, range=(0.0, 1.0))
         return {
             "counts": {**counts, "by_reason": dict(sorted(self.out.reasons.items()))},
             "pii": dict(sorted(self.pii.items())),
             "quality": {
                 "classifier": self.s.quality_classifier,
                 "threshold": self.s.quality_threshold,
-                "histogram": {f"{edge:.1f}": int(n) for edge, n in zip(edges, histogram)},
+                "histogram": {f"{k / 10:.1f}": int(n) for k, n in enumerate(self.histogram)},
             },
             "contamination": self.held_out.report(
                 self.out.counts["train"] + self.out.reasons["contamination"]
