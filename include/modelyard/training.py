@@ -76,8 +76,8 @@ def trainer_env_ok(settings: Settings) -> bool:
     """Whether the trainer interpreter can import the trainer and its training stack."""
     probe = "import trainer.train"  # pulls in torch, transformers, trl, peft, datasets, mlflow
     try:
-        done = subprocess.run([_trainer_python(settings), "-c", probe], capture_output=True,
-                              text=True)
+        done = subprocess.run([_trainer_python(settings), "-c", probe], check=False,
+                              capture_output=True, text=True)
     except OSError as err:
         log.warning("trainer env not usable: %s", err)
         return False

@@ -45,7 +45,7 @@ def _greedy(model, tokenizer, messages) -> str:
 
 
 def test_generation_follows_the_json_template(trained, tiny_model, curated):
-    cfg, result, _ = trained
+    _, result, _ = trained
     tokenizer = AutoTokenizer.from_pretrained(result["adapter_dir"])
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model),
@@ -86,7 +86,7 @@ def test_mlflow_has_params_metrics_and_artifacts(trained):
 
 
 def test_checkpoints_and_results_are_mirrored(trained):
-    cfg, result, root = trained
+    cfg, result, _ = trained
     mirror = Path(cfg["mirror_dir"])
     assert json.loads((mirror / "result.json").read_text()) == result
     assert (mirror / "adapter" / "adapter_model.safetensors").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from peft import LoraConfig, get_peft_model
@@ -20,7 +21,7 @@ from trainer.config import parse_config
 
 
 class FakeFastLanguageModel:
-    calls: list[tuple[str, dict]] = []
+    calls: ClassVar[list[tuple[str, dict]]] = []
 
     @staticmethod
     def from_pretrained(**kwargs):

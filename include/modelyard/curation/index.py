@@ -9,6 +9,7 @@ A published version keeps, under ``index/``: ``ids.txt`` (one representative id 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,37 +46,50 @@ class KeyIndex:
         fresh = self.lookup(keys) < 0
         if not fresh.any():
             return
-        self._runs.append((keys[fresh], owners[first][fresh]))
+        self._runs.append((keys[fresh], owners[first][fresh].astype(np.int32)))
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            (k1, o1), (k2, o2) = self._runs.pop(-2), self._runs.pop()
-            keys_all, owners_all = np.concatenate((k1, k2)), np.concatenate((o1, o2))
-            order = np.argsort(keys_all)
-            self._runs.append((keys_all[order], owners_all[order]))
+            self._runs.append(_merge(self._runs.pop(-2), self._runs.pop()))
+
+
+def _merge(
+    older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two sorted runs with disjoint keys, without an argsort's temporaries."""
+    (k1, o1), (k2, o2) = older, newer
+    slots = np.searchsorted(k1, k2) + np.arange(len(k2))
+    rest = np.ones(len(k1) + len(k2), dtype=bool)
+    rest[slots] = False
+    keys, owners = np.empty(len(rest), dtype=k1.dtype), np.empty(len(rest), dtype=o1.dtype)
+    keys[slots], keys[rest] = k2, k1
+    owners[slots], owners[rest] = o2, o1
+    return keys, owners
 
 
 class SignatureFile:
-    """Append-only signature rows on disk, read back by row through a memory map, so the
-    signatures of a large partition do not sit in RAM."""
+    """Append-only signature rows on disk, read back by row span with ``pread``, so the
+    signatures of a large partition stay out of RAM (a memory map would keep every page
+    it touched resident)."""
 
     def __init__(self, path: Path, perm: int) -> None:
         self.path, self.perm, self.rows = path, perm, 0
-        self._handle = path.open("wb")
-        self._map: np.ndarray | None = None
+        self._handle = path.open("w+b")
 
     def append(self, sigs: np.ndarray) -> None:
         self._handle.write(np.ascontiguousarray(sigs, dtype=np.uint32).tobytes())
         self.rows += len(sigs)
-        self._map = None
 
     def rows_at(self, index: np.ndarray) -> np.ndarray:
-        if self._map is None:
-            self._handle.flush()
-            self._map = np.memmap(self.path, np.uint32, "r", shape=(self.rows, self.perm))
-        return self._map[index]
+        """Rows ``index`` (ascending for a single read of their span)."""
+        if not len(index):
+            return np.zeros((0, self.perm), dtype=np.uint32)
+        self._handle.flush()
+        lo, hi = int(index.min()), int(index.max()) + 1
+        row_bytes = 4 * self.perm
+        span = os.pread(self._handle.fileno(), (hi - lo) * row_bytes, lo * row_bytes)
+        return np.frombuffer(span, dtype=np.uint32).reshape(hi - lo, self.perm)[index - lo]
 
     def close(self) -> None:
         self._handle.close()
-        self._map = None
 
 
 @dataclass

@@ -19,6 +19,7 @@ import pytest
 
 from modelyard.airflow_env import airflow, running_airflow
 from modelyard.sampledata import write_partition
+from tests.orchestration.api import AirflowAPI
 
 pytestmark = pytest.mark.airflow
 DATES = ["2026-10-01", "2026-10-02", "2026-10-03"]
@@ -97,15 +98,5 @@ def _check_registry_page_needs_login(settings, base_url: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(f"{base_url}/modelyard/status.json", timeout=30)
     assert anonymous.value.code == 401
-    passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
-    login = json.dumps({"username": "admin",
-                        "password": json.loads(passwords.read_text())["admin"]}).encode()
-    request = urllib.request.Request(f"{base_url}/auth/token", data=login, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        token = json.load(resp)["access_token"]
-    page = urllib.request.Request(f"{base_url}/modelyard/",
-                                  headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(page, timeout=60) as resp:
-        html = resp.read().decode()
+    html = AirflowAPI(base_url, Path(settings.home) / "airflow").get("/modelyard/")
     assert settings.registered_model in html and "Promotion ledger" in html
