@@ -1,11 +1,12 @@
 """Promotion to production waits for a human in the Airflow UI when the model asks for it.
 
-Runs `promote_model` under a real scheduler and triggerer: a rejection leaves production
+Runs `promote_model` under a real scheduler: the approval task parks as `awaiting_input`; a rejection leaves production
 untouched, an approval (the same API call the UI's approval form makes) promotes the canary.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.orchestration.test_backfill import _free_port
 
 pytestmark = pytest.mark.airflow
 RUNS = "/api/v2/dags/promote_model/dagRuns"
+HUMAN_DELAY_S = 8
 
 
 @pytest.fixture
@@ -39,8 +41,12 @@ def canary_version(airflow_settings, good_adapter, eval_sample, tiny_model):  # 
 def _run_until_approval(api: AirflowAPI) -> str:
     run_id = api.post(RUNS, {"logical_date": None,
                              "conf": {"to": "production", "reason": "ship it"}})["dag_run_id"]
-    api.wait_for(lambda: api.get(f"{RUNS}/{run_id}/taskInstances/approve")["state"] == "deferred",
+    api.wait_for(lambda: api.get(f"{RUNS}/{run_id}/taskInstances/approve")["state"] == "awaiting_input",
                  "the approval task to wait for a human")
+    # A human answers in seconds. An answer within the same scheduler loop that handles the
+    # parked attempt's executor event races Airflow 3.3 (the run fails as "state changed
+    # externally"), so give the scheduler that loop, as any real reviewer would.
+    time.sleep(HUMAN_DELAY_S)
     return run_id
 
 

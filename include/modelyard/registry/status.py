@@ -68,6 +68,16 @@ def _scores(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.3g}" for k, v in sorted(metrics.items()))
 
 
+def _versus(metrics: dict[str, float], compared: dict[str, Any] | None) -> str:
+    """``rouge_l 0.53 vs 0.018 (+0.51)`` for every metric both models were scored on."""
+    if not compared:
+        return "no incumbent scores stored"
+    theirs = compared.get("metrics", {})
+    pairs = [f"{k} {v:.3g} vs {theirs[k]:.3g} ({v - theirs[k]:+.2g})"
+             for k, v in sorted(metrics.items()) if k in theirs]
+    return f"vs {compared.get('label') or 'incumbent'}: " + ", ".join(pairs)
+
+
 def format_status(state: dict[str, Any]) -> str:
     """The status dict as a table a person reads at a terminal."""
     if not state["exists"]:
@@ -85,6 +95,7 @@ def format_status(state: dict[str, Any]) -> str:
         lines.append(f"{v['version']:>4}  {','.join(v['aliases']) or '-':<20} {gate:<7} "
                      f"{v['suite_version'] or '-':<18} {v['dataset_version'] or '-':<16} "
                      f"{_scores(v['metrics'])}")
+        lines.append(f"{'':>6}{_versus(v['metrics'], v.get('compared_with'))}")
         lines.append(f"{'':>6}base={v['base_model']}@{lineage[tags.BASE_REVISION]} "
                      f"config={lineage[tags.CONFIG_HASH]} git={(lineage[tags.GIT_SHA] or '')[:12]} "
                      f"run={lineage[tags.MLFLOW_RUN_ID]} "
