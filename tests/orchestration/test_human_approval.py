@@ -76,4 +76,4 @@ def test_production_waits_for_a_human(airflow_settings, canary_version, monkeypa
         approved = _run_until_approval(api)
         assert _answer(api, approved, "Approve") == "success"
         aliases = client.get_registered_model(settings.registered_model).aliases
-        assert aliases["production"] == canary_version
+        assert str(aliases["production"]) == str(canary_version)
