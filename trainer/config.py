@@ -80,8 +80,16 @@ class TrainerConfig(_Strict):
         return self
 
     def config_hash(self) -> str:
-        """Identity of the training recipe: the MLflow run id is bookkeeping, not recipe."""
-        recipe = self.model_dump(mode="json", exclude={"mlflow": {"run_id"}})
+        """Identity of the training recipe: base, data version and every hyperparameter.
+
+        Where things are written (run dir, mirror, MLflow) and the file paths of the data are
+        bookkeeping, not recipe: the same recipe re-run elsewhere hashes the same. Without a
+        data version the data files' paths are all that names the data, so they count.
+        """
+        bookkeeping = {"output_dir", "mirror_dir", "mlflow"}
+        if self.data_version:
+            bookkeeping |= {"train_file", "eval_file"}
+        recipe = self.model_dump(mode="json", exclude=bookkeeping)
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,14 +1,14 @@
 """Test helpers shared by tests/evaluation and tests/registry.
 
-Adapters are trained here with plain torch + PEFT (not the trainer package, which another
-environment owns) so the gate sees real good and weak candidates; runs are real MLflow runs.
+Adapters come from the real trainer (``hf`` backend, in-process) so the gate sees real good and
+weak candidates; runs are real MLflow runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -63,39 +63,30 @@ def publish_dataset(storage: str, version: str, train: list[dict], evals: list[d
 
 def train_adapter(base_model: Path, records: list[dict], out_dir: Path, steps: int,
                   seed: int = 0, lr: float = 5e-3) -> Path:
-    """A LoRA adapter trained on the completion tokens with plain torch; saved with tokenizer."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A LoRA adapter from the real trainer (``hf`` backend, in-process), copied to ``out_dir``."""
+    from trainer.config import parse_config
+    from trainer.train import run
 
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(base_model)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_model),
-                           LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                      target_modules="all-linear", task_type="CAUSAL_LM"))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    rows = []
-    for r in records:
-        prompt = tok.apply_chat_template(r["messages"][:-1], add_generation_prompt=True,
-                                         tokenize=False)
-        full = tok.apply_chat_template(r["messages"], tokenize=False)
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        c_ids = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
-        rows.append((p_ids + c_ids, [-100] * len(p_ids) + c_ids))
-    rng = random.Random(seed)
-    model.train()
-    for _ in range(steps):
-        batch = rng.sample(rows, min(16, len(rows)))
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i, _ in batch])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
-        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    work = out_dir.with_name(out_dir.name + "-run")
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    held_out = records[: max(4, len(records) // 10)]
+    for name, rows in (("train", records), ("eval", held_out)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    interval = max(1, steps // 2)
+    cfg = parse_config({
+        "backend": "hf", "base_model": str(base_model), "train_file": str(data / "train.jsonl"),
+        "eval_file": str(data / "eval.jsonl"), "output_dir": str(work / "run"),
+        "max_seq_length": 128, "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
+                                        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                           "gate_proj", "up_proj", "down_proj"]},
+        "learning_rate": lr, "max_steps": steps, "batch_size": 16, "seed": seed,
+        "eval_steps": interval, "save_steps": interval, "logging_steps": interval,
+        "early_stopping_patience": None,
+        "mlflow": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                   "artifact_location": str(work / "artifacts"), "experiment": "adapters"},
+    })
+    shutil.copytree(run(cfg, "hf")["adapter_dir"], out_dir)
     return out_dir
 
 

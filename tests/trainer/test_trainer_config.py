@@ -52,3 +52,15 @@ def test_yaml_and_json_configs_are_the_same(make_config, tmp_path):
     cfg = make_config()
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert load_config(tmp_path / "c.yaml") == load_config(write_config(cfg, tmp_path / "c.json"))
+
+
+def test_config_hash_names_the_recipe_not_where_it_runs(tmp_path):
+    from trainer.config import parse_config
+
+    base = {"base_model": "m", "train_file": "a/train.jsonl", "eval_file": "a/eval.jsonl",
+            "output_dir": "run-1", "data_version": "ds-1", "mlflow": {"tracking_uri": "sqlite://"}}
+    moved = base | {"output_dir": "run-2", "train_file": "b/train.jsonl",
+                    "eval_file": "b/eval.jsonl", "mlflow": {"tracking_uri": "http://x"}}
+    assert parse_config(base).config_hash() == parse_config(moved).config_hash()
+    assert parse_config(base).config_hash() != parse_config(base | {"lora": {"r": 4}}).config_hash()
+    assert parse_config(base).config_hash() != parse_config(base | {"data_version": "ds-2"}).config_hash()
