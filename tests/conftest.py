@@ -47,8 +47,9 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def postgres_url(postgres_server) -> str:
-    """SQLAlchemy URL of a database created for this test."""
-    from tests.pg import create_database
+def postgres_url(postgres_server):
+    """SQLAlchemy URL of a database created for this test and dropped after it."""
+    from tests.pg import database
 
-    return create_database(*postgres_server)
+    with database(*postgres_server) as url:
+        yield url

@@ -64,14 +64,24 @@ def postgres_server(workdir: Path) -> Iterator[tuple[str, int]]:
                        capture_output=True)
 
 
-def create_database(host: str, port: int) -> str:
-    """A fresh database; returns its SQLAlchemy URL."""
+def _admin(host: str, port: int, statement: str) -> None:
     import psycopg2
 
-    name = f"modelyard_test_{uuid.uuid4().hex[:10]}"
     conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres")
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return f"postgresql://postgres@{host}:{port}/{name}"
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def database(host: str, port: int) -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards; yields its SQLAlchemy URL."""
+    name = f"modelyard_test_{uuid.uuid4().hex[:10]}"
+    _admin(host, port, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg2://postgres@{host}:{port}/{name}"
+    finally:
+        _admin(host, port, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

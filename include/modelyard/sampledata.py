@@ -8,6 +8,7 @@ all represented.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from datetime import date, timedelta
@@ -50,6 +51,40 @@ def _record(rng: random.Random, i: int) -> dict:
             {"role": "assistant", "content": answer},
         ]}
     return {"instruction": INSTRUCTION, "input": sentence, "output": answer}
+
+
+def curated_records(n: int, seed: int = 0) -> list[dict]:
+    """The sample task already in the curated record shape, unique by content.
+
+    For tests and benchmarks of training and evaluation that must not depend on the curator
+    (whose own tests cover the way from raw partitions to this shape).
+    """
+    rng = random.Random(f"curated-{seed}")
+    seen: set[str] = set()
+    records = []
+    while len(records) < n:
+        sentence, answer = _example(rng)
+        prompt = f"{INSTRUCTION}\n{sentence}"
+        record_id = hashlib.sha256(f"{prompt}\x00{answer}".encode()).hexdigest()[:16]
+        if record_id in seen:
+            continue
+        seen.add(record_id)
+        records.append({
+            "id": record_id, "prompt": prompt, "completion": answer,
+            "messages": [{"role": "user", "content": prompt},
+                         {"role": "assistant", "content": answer}],
+            "source": {"file": "sample", "line": len(records) + 1}, "quality_score": None,
+        })
+    return records
+
+
+def write_curated(out_dir: Path, train: list[dict], held_out: list[dict]) -> Path:
+    """``out_dir/{train,eval}.jsonl`` as a published dataset version lays them out."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("eval", held_out)):
+        (out_dir / f"{split}.jsonl").write_text(
+            "".join(json.dumps({**r, "split": split}) + "\n" for r in rows), encoding="utf-8")
+    return out_dir
 
 
 def write_partition(raw_root: Path, day: date, n: int = 240, seed: int = 0) -> Path:

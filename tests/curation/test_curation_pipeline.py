@@ -108,6 +108,8 @@ def test_every_line_lands_once_and_each_defect_is_handled(planted, tmp_path: Pat
     leak = next(r for r in rejected if r.get("id") == "leak-1")
     assert leak["reason"] == "contamination" and leak["duplicate_of"] == "ref-1"
     assert manifest["contamination"]["rejected_by_source"] == {"eval_reference": 1}
+    assert manifest["contamination"]["leaked_to_train"] == 0
+    assert "leak-1" not in {r["id"] for r in train}
 
     kept = _by_id(out / "train.jsonl") | _by_id(out / "eval.jsonl")
     scrubbed = kept["pii-1"]

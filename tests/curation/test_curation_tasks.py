@@ -80,6 +80,7 @@ def test_gate_failure_publishes_nothing(store: Settings) -> None:
     with (staging / "eval.jsonl").open("a") as handle:
         handle.write(json.dumps(leaked) + "\n")
 
+    store.curation.gate_batch_rows = 25  # the copy into eval lands in another GX batch
     with pytest.raises(GateFailed) as failure:
         validate_partition(str(staging), store)
     message = str(failure.value)
@@ -87,6 +88,7 @@ def test_gate_failure_publishes_nothing(store: Settings) -> None:
         assert f"({expectation})" in message
     assert "expect_column_values_to_not_match_regex_list(completion)" in message
     assert json.loads((staging / "gx" / "result.json").read_text())["success"] is False
+    assert json.loads((staging / "manifest.json").read_text())["gx"]["batches"] > 1
     with pytest.raises(ValueError, match="not passed the validation gate"):
         publish_partition(str(staging), store)
     assert not (Path(store.storage) / "datasets").exists()

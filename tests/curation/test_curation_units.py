@@ -114,3 +114,27 @@ def test_minhash_estimates_have_the_spread_of_ideal_minhash() -> None:
     true = 81 / 91  # 86 five-grams each, 5 changed
     assert abs(estimates.mean() - true) < 0.01
     assert 0.6 < estimates.std() / np.sqrt(true * (1 - true) / 128) < 1.4
+
+
+def test_key_index_matches_a_dict_across_spilled_runs(tmp_path, monkeypatch) -> None:
+    """First owner wins, hits and misses alike, whether a run sits in RAM or was spilled to
+    a memory-mapped file (spilling forced early)."""
+    from modelyard.curation import index
+
+    monkeypatch.setattr(index, "_SPILL", 500)
+    keys_index, reference = index.KeyIndex(tmp_path / "spill"), {}
+    rng = np.random.default_rng(7)
+    previous = np.zeros(0, dtype=np.uint64)
+    for batch in range(12):
+        keys = rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64)
+        keys[:40] = keys[40:80]  # repeated within the batch
+        keys[80 : 80 + min(60, len(previous))] = previous[:60]  # seen in an earlier batch
+        owners = np.arange(batch * 300, (batch + 1) * 300)
+        expected = [reference.get(int(k), -1) for k in keys]
+        assert keys_index.lookup(keys).tolist() == expected
+        keys_index.add(keys, owners)
+        for key, owner in zip(keys.tolist(), owners.tolist(), strict=True):
+            reference.setdefault(key, owner)
+        previous = keys
+    assert len(list((tmp_path / "spill").glob("*.keys"))) >= 2
+    assert len(keys_index) == len(reference)

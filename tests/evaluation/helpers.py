@@ -9,49 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from datetime import date
 from pathlib import Path
 
 import pytest
-from modelyard.sampledata import write_partition
-
-
-def curated(raw: dict, i: int, split: str) -> dict:
-    """A raw sample record in the curated record shape (the curation stage's output)."""
-    if "messages" in raw:
-        messages = raw["messages"]
-    elif "prompt" in raw:
-        messages = [{"role": "user", "content": raw["prompt"]},
-                    {"role": "assistant", "content": raw["completion"]}]
-    else:
-        messages = [{"role": "user", "content": f"{raw['instruction']}\n{raw['input']}"},
-                    {"role": "assistant", "content": raw["output"]}]
-    rid = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
-    return {"id": rid, "messages": messages, "prompt": messages[0]["content"],
-            "completion": messages[-1]["content"], "source": {"file": "part-0.jsonl", "line": i},
-            "quality_score": None, "split": split}
-
-
-def sample_records(tmp: Path, day: date, n: int) -> list[dict]:
-    path = write_partition(tmp / "raw", day, n=n)
-    seen, out = set(), []
-    for i, line in enumerate(path.read_text().splitlines()):
-        rec = curated(json.loads(line), i, "train")
-        if rec["id"] not in seen:
-            seen.add(rec["id"])
-            out.append(rec)
-    return out
+from modelyard.sampledata import curated_records, write_curated
 
 
 def publish_dataset(storage: str, version: str, train: list[dict], evals: list[dict],
                     leaked_to_train: int = 0) -> dict:
     """Write a published dataset version the way curation lays it out; returns its manifest."""
-    out = Path(storage) / "datasets" / version
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", train), ("eval", evals)):
-        split = name
-        (out / f"{name}.jsonl").write_text(
-            "".join(json.dumps({**r, "split": split}) + "\n" for r in rows))
+    out = write_curated(Path(storage) / "datasets" / version, train, evals)
     manifest = {
         "version": version, "content_hash": hashlib.sha256(version.encode()).hexdigest(),
         "partition": "2026-01-01", "counts": {"train": len(train), "eval": len(evals)},
@@ -68,11 +35,7 @@ def train_adapter(base_model: Path, records: list[dict], out_dir: Path, steps: i
     from trainer.train import run
 
     work = out_dir.with_name(out_dir.name + "-run")
-    data = work / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    held_out = records[: max(4, len(records) // 10)]
-    for name, rows in (("train", records), ("eval", held_out)):
-        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_curated(work / "data", records, records[: max(4, len(records) // 10)])
     interval = max(1, steps // 2)
     cfg = parse_config({
         "backend": "hf", "base_model": str(base_model), "train_file": str(data / "train.jsonl"),
@@ -111,7 +74,7 @@ def train_result(settings, adapter_dir: Path, base_model: Path, name: str) -> di
 @pytest.fixture(scope="session")
 def eval_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     """Disjoint train and held-out records of the sample task (deduplicated by id)."""
-    records = sample_records(tmp_path_factory.mktemp("sample"), date(2026, 1, 1), n=240)
+    records = curated_records(190)
     return {"train": records[:150], "eval": records[150:174], "later_eval": records[174:190]}
 
 

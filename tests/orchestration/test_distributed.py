@@ -19,7 +19,7 @@ from modelyard.sampledata import write_partition
 
 from tests.orchestration.api import AirflowAPI
 from tests.orchestration.distributed import distributed_airflow, redis_broker
-from tests.pg import create_database
+from tests.pg import database
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 PARTITION = "2026-10-01"
@@ -30,12 +30,11 @@ def pg_settings(settings, postgres_server, tmp_path, monkeypatch: pytest.MonkeyP
     """The test's settings with the MLflow tracking store and registry in a Postgres database."""
     from modelyard import settings as settings_mod
 
-    mlflow_db = create_database(*postgres_server)
-    monkeypatch.setenv("MODELYARD_MLFLOW_TRACKING_URI",
-                       mlflow_db.replace("postgresql://", "postgresql+psycopg2://", 1))
-    monkeypatch.setenv("MODELYARD_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlflow-artifacts"))
-    settings_mod.get_settings.cache_clear()
-    return settings_mod.get_settings()
+    with database(*postgres_server) as mlflow_db:
+        monkeypatch.setenv("MODELYARD_MLFLOW_TRACKING_URI", mlflow_db)
+        monkeypatch.setenv("MODELYARD_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlflow-artifacts"))
+        settings_mod.get_settings.cache_clear()
+        yield settings_mod.get_settings()
 
 
 def _publish_dataset(settings) -> str:
@@ -46,7 +45,7 @@ def _publish_dataset(settings) -> str:
 
 
 def _rows(url: str, query: str, *params) -> list[tuple]:
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+    with psycopg2.connect(url.replace("+psycopg2", "", 1)) as conn, conn.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchall()
 
@@ -56,6 +55,11 @@ def _dag_parsed(api: AirflowAPI) -> bool:
         return bool(api.get("/api/v2/dags/finetune_model"))
     except OSError:  # 404 until the DAG processor has serialized it
         return False
+
+
+def _finished(api: AirflowAPI, run_id: str) -> dict | None:
+    run = api.get(f"/api/v2/dags/finetune_model/dagRuns/{run_id}")
+    return run if run["state"] in ("success", "failed") else None
 
 
 def test_finetune_runs_on_celery_workers_with_postgres(pg_settings, postgres_url, tmp_path):
@@ -72,9 +76,7 @@ def test_finetune_runs_on_celery_workers_with_postgres(pg_settings, postgres_url
         run_id = api.post("/api/v2/dags/finetune_model/dagRuns", {
             "logical_date": None, "conf": {"max_steps": 20, "dataset_version": version},
         })["dag_run_id"]
-        run = api.wait_for(
-            lambda: (r := api.get(f"/api/v2/dags/finetune_model/dagRuns/{run_id}"))["state"]
-            in ("success", "failed") and r, "the DAG run to finish", timeout=300)
+        run = api.wait_for(lambda: _finished(api, run_id), "the DAG run to finish", timeout=300)
         placement = _rows(
             postgres_url,
             "SELECT ti.task_id, ti.state, ti.queue, ti.pool, ti.hostname, ti.external_executor_id,"

@@ -1,17 +1,17 @@
 """Helpers of the trainer tests: curated files from the sample data, configs, the CLI command.
 
-The curated shape is produced here by a few lines of conversion rather than by
-``modelyard.curation``, so the trainer's tests do not depend on the curator.
+The curated records come from ``modelyard.sampledata`` rather than the curator, so the
+trainer's tests do not depend on it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from datetime import date
 from pathlib import Path
 
-from modelyard.sampledata import write_partition
+from modelyard.sampledata import curated_records
+from modelyard.sampledata import write_curated as write_curated_dataset
 
 # Child trainers share two busy cores with other suites: one thread each, nothing from a hub.
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -19,38 +19,12 @@ CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "
              "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
 
 
-def _messages(raw: dict) -> list[dict]:
-    if "messages" in raw:
-        return raw["messages"]
-    if "prompt" in raw:
-        user, answer = raw["prompt"], raw["completion"]
-    else:
-        user, answer = f"{raw['instruction']}\n{raw['input']}", raw["output"]
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-
-
-def write_curated(root: Path, n: int = 240, eval_every: int = 6) -> Path:
-    """``root/{train,eval}.jsonl`` in the curated record shape, exact duplicates dropped."""
-    raw = write_partition(root / "raw", date(2026, 1, 1), n=n)
-    seen, splits = set(), {"train": [], "eval": []}
-    for line_no, line in enumerate(raw.read_text().splitlines(), 1):
-        messages = _messages(json.loads(line))
-        key = json.dumps(messages)
-        if key in seen:
-            continue
-        seen.add(key)
-        split = "eval" if len(seen) % eval_every == 0 else "train"
-        splits[split].append({
-            "id": f"r{line_no}", "messages": messages,
-            "prompt": "\n".join(m["content"] for m in messages[:-1]),
-            "completion": messages[-1]["content"],
-            "source": {"file": str(raw), "line": line_no}, "quality_score": None, "split": split,
-        })
-    out = root / "dataset"
-    out.mkdir(parents=True, exist_ok=True)
-    for split, rows in splits.items():
-        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return out
+def write_curated(root: Path, n: int = 200, eval_every: int = 6) -> Path:
+    """``root/dataset/{train,eval}.jsonl``: the sample task in the curated shape."""
+    records = curated_records(n)
+    held_out = records[::eval_every]
+    train = [r for i, r in enumerate(records) if i % eval_every]
+    return write_curated_dataset(root / "dataset", train, held_out)
 
 
 def small_config(model: Path, dataset: Path, root: Path, **overrides) -> dict:
