@@ -29,7 +29,8 @@ ACTOR = "airflow:promote_model"
         "rollback": Param(False, type="boolean",
                           description="point production back at the last known good version"),
         "to": Param("canary", enum=["canary", "production"]),
-        "version": Param("", type="string", description="empty = the version holding the stage below"),
+        "version": Param("", type="string",
+                         description="empty = the version holding the stage below"),
         "reason": Param("promoted from the Airflow UI", type="string"),
     },
 )
@@ -54,8 +55,8 @@ def promote_model():
     def promote(params: dict | None = None) -> dict:
         from modelyard.registry import promote as promote_version
 
-        return promote_version(get_settings(), to=params["to"], actor=ACTOR, reason=params["reason"],
-                               dag_run_id=get_current_context()["run_id"],
+        return promote_version(get_settings(), to=params["to"], actor=ACTOR,
+                               reason=params["reason"], dag_run_id=get_current_context()["run_id"],
                                version=params["version"] or None)
 
     @task

@@ -119,14 +119,15 @@ def main(argv: list[str]) -> None:
     settings = get_settings()
     if argv == ["standalone"]:
         init_airflow(settings)
-        print("Airflow UI: http://localhost:8080 (user admin; password in "
-              f"{Path(settings.home) / 'airflow' / 'simple_auth_manager_passwords.json.generated'})",
+        passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
+        print(f"Airflow UI: http://localhost:8080 (user admin; password in {passwords})",
               flush=True)
         _exec(["airflow", "standalone"], airflow_env(settings))
     elif argv == ["mlflow-ui"]:
         Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
         _exec(["mlflow", "ui", "--backend-store-uri", settings.tracking_uri,
-               "--default-artifact-root", settings.artifact_root, "--port", "5000"], os.environ.copy())
+               "--default-artifact-root", settings.artifact_root, "--port", "5000"],
+              os.environ.copy())
     else:
         raise SystemExit("usage: python -m modelyard.airflow_env standalone|mlflow-ui")
 

@@ -62,6 +62,7 @@ def build_tiny_model(out_dir: Path, vocab_size: int = 512, hidden: int = 96, lay
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "modelyard.json").write_text(json.dumps({"built_by": "modelyard.tinymodel", "seed": seed}))
+    provenance = {"built_by": "modelyard.tinymodel", "seed": seed}
+    (tmp / "modelyard.json").write_text(json.dumps(provenance))
     tmp.rename(out_dir)
     return out_dir

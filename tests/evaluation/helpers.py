@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from modelyard.sampledata import curated_records, write_curated
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from evaluation.helpers import publish_dataset, train_result
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
+
 from modelyard.evaluation import evaluate_candidate
 from modelyard.evaluation.suite import current_suite
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from modelyard.evaluation.contamination import manifest_leaks, overlap_leaks
 from modelyard.evaluation.gate import decide, metric_checks, resolve_gate
 from modelyard.settings import GateSettings, MetricThreshold

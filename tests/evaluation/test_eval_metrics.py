@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+
 from modelyard.evaluation.scoring import completion_loss, score
 from modelyard.evaluation.suite import METRICS_DIR, Suite, suite_config
 from modelyard.registry.artifacts import load_causal_lm

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from evaluation.helpers import publish_dataset
+
 from modelyard.cli import eval_suite as eval_suite_cli
 from modelyard.evaluation.suite import current_suite, ensure_suite, freeze_suite
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from modelyard.airflow_env import airflow_env
 from modelyard.settings import Settings
 

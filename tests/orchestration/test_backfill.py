@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import time
 import urllib.error
 import urllib.request
 from datetime import date
@@ -32,19 +31,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _backfill_runs(settings, backfills: int, timeout: float = 420) -> list[dict]:
+def _backfill_runs(api: AirflowAPI, backfills: int, timeout: float = 420) -> list[dict]:
     """Wait until ``backfills`` backfills have completed; return curate_dataset's backfill runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = _db_rows(settings, "SELECT count(*) FROM backfill WHERE completed_at IS NOT NULL")
-        if done[0][0] >= backfills:
-            break
-        time.sleep(3)
-    else:
-        raise TimeoutError(f"backfill did not complete within {timeout:.0f}s")
-    out = airflow(["dags", "list-runs", "curate_dataset", "-o", "json"], settings,
-                  capture=True).stdout
-    return [r for r in json.loads(out) if r["run_id"].startswith("backfill__")]
+    api.wait_for(lambda: sum(b["completed_at"] is not None for b in
+                             api.get("/api/v2/backfills?dag_id=curate_dataset")["backfills"])
+                 >= backfills, f"{backfills} completed backfill(s)", timeout=timeout, every=3)
+    runs = api.get("/api/v2/dags/curate_dataset/dagRuns?limit=100")["dag_runs"]
+    return [r for r in runs if r["run_type"] == "backfill"]
 
 
 def _db_rows(settings, query: str) -> list[tuple]:
@@ -65,9 +58,10 @@ def test_backfill_rebuilds_history_and_skips_the_missing_partition(airflow_setti
             write_partition(raw, date.fromisoformat(day), n=60)
 
     with running_airflow(settings, port=_free_port()) as base_url:
+        api = AirflowAPI(base_url, Path(settings.home) / "airflow")
         airflow(["dags", "unpause", "curate_dataset"], settings, capture=True)
         _backfill(settings)
-        runs = _backfill_runs(settings, backfills=1)
+        runs = _backfill_runs(api, backfills=1)
         assert {r["logical_date"][:10] for r in runs} == set(DATES)
         assert all(r["state"] == "success" for r in runs), runs
 
@@ -84,19 +78,19 @@ def test_backfill_rebuilds_history_and_skips_the_missing_partition(airflow_setti
 
         # The same backfill again: same versions, no second Asset event for them.
         _backfill(settings)
-        rerun = _backfill_runs(settings, backfills=2)
+        rerun = _backfill_runs(api, backfills=2)
         assert all(r["state"] == "success" for r in rerun), rerun
         again = {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
         assert again == published
         assert len(_db_rows(settings, "SELECT id FROM asset_event")) == len(published)
 
-        _check_registry_page_needs_login(settings, base_url)
+        _check_registry_page_needs_login(settings, api)
 
 
-def _check_registry_page_needs_login(settings, base_url: str) -> None:
+def _check_registry_page_needs_login(settings, api: AirflowAPI) -> None:
     """The plugin page is served by the API server and refuses anonymous requests."""
     with pytest.raises(urllib.error.HTTPError) as anonymous:
-        urllib.request.urlopen(f"{base_url}/modelyard/status.json", timeout=30)
+        urllib.request.urlopen(f"{api.base_url}/modelyard/status.json", timeout=30)
     assert anonymous.value.code == 401
-    html = AirflowAPI(base_url, Path(settings.home) / "airflow").get("/modelyard/")
+    html = api.get("/modelyard/")
     assert settings.registered_model in html and "Promotion ledger" in html

@@ -13,10 +13,10 @@ from datetime import date
 
 import psycopg2
 import pytest
+
 from modelyard.curation.tasks import curate_partition, publish_partition, validate_partition
 from modelyard.registry import tags
 from modelyard.sampledata import write_partition
-
 from tests.orchestration.api import AirflowAPI
 from tests.orchestration.distributed import distributed_airflow, redis_broker
 from tests.pg import database
@@ -93,11 +93,11 @@ def test_finetune_runs_on_celery_workers_with_postgres(pg_settings, postgres_url
         other = "default" if expected == "gpu" else "gpu"
         assert state == "success" and hostname, (task_id, state, hostname)
         assert queue == expected, (task_id, queue)
+        assert pool == ("gpu" if task_id == "train" else "default_pool"), (task_id, pool)
         assert worker and worker.startswith(f"{expected}@"), (task_id, worker)
         # The worker's own log shows it executed this task's Celery message; the other's does not.
         assert f"[{celery_id}] Executing workload" in worker_logs[expected], task_id
         assert celery_id not in worker_logs[other], task_id
-    assert by_task["train"][2] == "gpu"  # pool
 
     # The Airflow metadata is in Postgres (no SQLite file was created on the side).
     assert _rows(postgres_url, "SELECT state FROM dag_run WHERE run_id = %s", run_id) == [

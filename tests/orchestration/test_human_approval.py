@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from evaluation.helpers import eval_sample, good_adapter, publish_dataset, train_result  # noqa: F401
+
 from modelyard.airflow_env import airflow, running_airflow
 from tests.orchestration.api import AirflowAPI
 from tests.orchestration.test_backfill import _free_port
@@ -41,7 +41,8 @@ def canary_version(airflow_settings, good_adapter, eval_sample, tiny_model):  # 
 def _run_until_approval(api: AirflowAPI) -> str:
     run_id = api.post(RUNS, {"logical_date": None,
                              "conf": {"to": "production", "reason": "ship it"}})["dag_run_id"]
-    api.wait_for(lambda: api.get(f"{RUNS}/{run_id}/taskInstances/approve")["state"] == "awaiting_input",
+    approve = f"{RUNS}/{run_id}/taskInstances/approve"
+    api.wait_for(lambda: api.get(approve)["state"] == "awaiting_input",
                  "the approval task to wait for a human")
     # A human answers in seconds. An answer within the same scheduler loop that handles the
     # parked attempt's executor event races Airflow 3.3 (the run fails as "state changed

@@ -10,6 +10,7 @@ import pytest
 import torch
 from evaluation.helpers import publish_dataset, train_result
 from mlflow import MlflowClient
+
 from modelyard.cli import registry as registry_cli
 from modelyard.evaluation import evaluate_candidate
 from modelyard.evaluation.suite import freeze_suite

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+
 from modelyard.registry.lock import _advisory_key, transition_lock
 
 pytestmark = pytest.mark.postgres

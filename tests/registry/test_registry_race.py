@@ -6,6 +6,7 @@ import multiprocessing
 from pathlib import Path
 
 from evaluation.helpers import publish_dataset, train_result
+
 from modelyard.registry import promote, register_candidate, status
 from modelyard.settings import Settings
 

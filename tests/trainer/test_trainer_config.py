@@ -61,6 +61,7 @@ def test_config_hash_names_the_recipe_not_where_it_runs(tmp_path):
             "output_dir": "run-1", "data_version": "ds-1", "mlflow": {"tracking_uri": "sqlite://"}}
     moved = base | {"output_dir": "run-2", "train_file": "b/train.jsonl",
                     "eval_file": "b/eval.jsonl", "mlflow": {"tracking_uri": "http://x"}}
-    assert parse_config(base).config_hash() == parse_config(moved).config_hash()
-    assert parse_config(base).config_hash() != parse_config(base | {"lora": {"r": 4}}).config_hash()
-    assert parse_config(base).config_hash() != parse_config(base | {"data_version": "ds-2"}).config_hash()
+    recipe = parse_config(base).config_hash()
+    assert recipe == parse_config(moved).config_hash()
+    assert recipe != parse_config(base | {"lora": {"r": 4}}).config_hash()
+    assert recipe != parse_config(base | {"data_version": "ds-2"}).config_hash()

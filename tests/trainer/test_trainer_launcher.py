@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from modelyard.training import build_trainer_config, run_trainer, trainer_env_ok
 
 PARAMS = {"base_model": None, "lora_r": 8, "learning_rate": 5e-3, "max_steps": 10,
