@@ -4,8 +4,9 @@
 
 Generates a corpus (three raw shapes, planted exact and near duplicates), then for each size
 runs, each in a fresh worker process so peak RSS is per run (imports excluded from the
-timing; wall and CPU time both shown, as the machine may be shared): the full curation
-(``modelyard.curation.curate``, classifier off) and a baseline doing only parse + exact
+timing; wall and CPU time both shown, as the machine may be shared; CPU and peak RSS include
+curation's preparation processes): the full curation (``modelyard.curation.curate``,
+default settings, classifier off; then with ``workers=1``) and a baseline doing only parse + exact
 dedup + datasketch ``MinHashLSH`` near-dedup with per-record Python loops. Prints a
 markdown table: records/s (median of --repeat), peak RSS, near-dup recall and precision
 (ground truth: planted near-duplicates whose true word 5-gram Jaccard >= the threshold).
@@ -25,10 +26,10 @@ import time
 from pathlib import Path
 
 THRESHOLD, NGRAM, PERM = 0.8, 5, 128
-# implementation -> preparation processes (see CurationSettings.workers)
+# implementation -> preparation processes (see CurationSettings.workers); None = default
 IMPLEMENTATIONS = {
-    "modelyard curate": 1,
-    "modelyard curate, workers=2": 2,
+    "modelyard curate (defaults)": None,
+    "modelyard curate, workers=1": 1,
     "datasketch baseline": 0,
 }
 
@@ -124,11 +125,12 @@ def _jaccard(a: str, b: str) -> float:
 # --- workers (one process per measurement) -----------------------------------------------
 
 
-def run_ours(partition: Path, output: Path, workers: int) -> dict[str, str]:
+def run_ours(partition: Path, output: Path, workers: int | None) -> dict[str, str]:
     from modelyard.curation import curate
     from modelyard.settings import CurationSettings
 
-    curate(partition, output, CurationSettings(workers=workers), partition=partition.name)
+    settings = CurationSettings() if workers is None else CurationSettings(workers=workers)
+    curate(partition, output, settings, partition=partition.name)
     pairs = {}
     with (output / "rejected.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
@@ -143,6 +145,7 @@ def run_baseline(partition: Path, output: Path) -> dict[str, str]:
     import hashlib
 
     from datasketch import MinHash, MinHashLSH
+
     from modelyard.curation.records import parse
 
     lsh = MinHashLSH(threshold=THRESHOLD, num_perm=PERM)
@@ -172,6 +175,7 @@ def run_baseline(partition: Path, output: Path) -> dict[str, str]:
 
 def worker(kind: str, partition: Path, output: Path) -> None:
     import datasketch  # noqa: F401  (imports are not part of the measurement)
+
     import modelyard.curation  # noqa: F401
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -234,7 +238,7 @@ def main() -> None:
         + "| near-dup recall | near-dup precision |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    kinds = [k for k in IMPLEMENTATIONS if IMPLEMENTATIONS[k] or not args.no_baseline]
+    kinds = [k for k in IMPLEMENTATIONS if IMPLEMENTATIONS[k] != 0 or not args.no_baseline]
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.records:
             root = Path(tmp) / f"n{n}"
@@ -243,7 +247,7 @@ def main() -> None:
             texts = _records(partition)
             speeds = {}
             for kind in kinds:
-                output = root / f"out-{IMPLEMENTATIONS[kind]}"
+                output = root / f"out-{list(IMPLEMENTATIONS).index(kind)}"
                 runs = [measure(kind, partition, output) for _ in range(args.repeat)]
                 seconds = statistics.median(r["seconds"] for r in runs)
                 cpu = statistics.median(r["cpu"] for r in runs)
@@ -256,7 +260,7 @@ def main() -> None:
                     f"| {recall:.3f} | {precision:.3f} |"
                 )
             if "datasketch baseline" in speeds:
-                best = max(v for k, v in speeds.items() if IMPLEMENTATIONS[k])
+                best = max(v for k, v in speeds.items() if IMPLEMENTATIONS[k] != 0)
                 ratio = best / speeds["datasketch baseline"]
                 rows.append(f"| {n:,} | best / baseline | {ratio:.1f}x | | | | |")
     print("\n".join(rows))

@@ -28,8 +28,13 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
 def measure(path: Path, env: dict[str, str]) -> float:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])["seconds"]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from curation_planting import edited, long_record, read_jsonl, write_lines
+
 from modelyard.cli import main
 from modelyard.curation.tasks import curate_partition, publish_partition, validate_partition
 from modelyard.sampledata import write_partition

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from curation_planting import prose, read_jsonl, write_lines
+
 from modelyard.curation import minhash, pii
 from modelyard.curation.records import normalize
 from modelyard.settings import CurationSettings

@@ -9,12 +9,13 @@ templated prompts make single shared 13-grams common), or when it is a near-dupl
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from modelyard.curation import minhash
-from modelyard.curation.index import KeyIndex
+from modelyard.curation.index import IdLog, KeyIndex, SignatureFile
 from modelyard.settings import CurationSettings
 
 
@@ -25,26 +26,31 @@ class Leak:
     detail: str
 
 
-@dataclass
 class HeldOut:
-    settings: CurationSettings
-    ids: list[str] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-    sizes: Counter = field(default_factory=Counter)
-    found: Counter = field(default_factory=Counter)
-    examples: list[dict] = field(default_factory=list)
-    _ngrams: KeyIndex = field(default_factory=KeyIndex)
-    _bands: KeyIndex = field(default_factory=KeyIndex)
-    _sigs: list[np.ndarray] = field(default_factory=list)
+    """Held-out records, indexed by n-gram and LSH band (``KeyIndex``); their ids and
+    signatures wait on disk under ``scratch`` for the few suspects."""
 
-    def __post_init__(self) -> None:
-        self.shape = minhash.lsh_shape(self.settings.near_dup_threshold, self.settings.minhash_perm)
+    KINDS = ("held_out", "eval_reference")
+
+    def __init__(self, settings: CurationSettings, scratch: Path) -> None:
+        scratch.mkdir(parents=True)
+        self.settings = settings
+        self.shape = minhash.lsh_shape(settings.near_dup_threshold, settings.minhash_perm)
+        self.ids = IdLog(scratch / "ids.txt")
+        self.kinds = np.zeros(0, dtype=np.int8)  # index into KINDS
+        self.sizes: Counter = Counter()
+        self.found: Counter = Counter()
+        self.examples: list[dict] = []
+        self._ngrams, self._bands = KeyIndex(scratch / "ngrams"), KeyIndex(scratch / "bands")
+        self._sigs = SignatureFile(scratch / "minhash.u32", settings.minhash_perm)
 
     def add(self, ids: list[str], grams: minhash.Shingles, sigs: np.ndarray, kind: str) -> None:
         """Held-out records: their ``contamination_ngram``-gram hashes and signatures."""
         owners = np.arange(len(self.ids), len(self.ids) + len(ids), dtype=np.int64)
         self.ids.extend(ids)
-        self.kinds.extend([kind] * len(ids))
+        self.kinds = np.concatenate(
+            [self.kinds, np.full(len(ids), self.KINDS.index(kind), np.int8)]
+        )
         self.sizes[kind] += len(ids)
         self._ngrams.add(grams.values, np.repeat(owners, np.diff(grams.starts)))
         keys = minhash.band_keys(sigs, *self.shape)
@@ -53,11 +59,8 @@ class HeldOut:
 
     def check(self, grams: minhash.Shingles, sigs: np.ndarray) -> list[Leak | None]:
         """Leak per training record (None = clean); counted into the report."""
-        if not self.ids:
+        if not len(self.ids):
             return [None] * len(sigs)
-        if len(self._sigs) > 1:
-            self._sigs = [np.concatenate(self._sigs)]
-        held_sigs = self._sigs[0]
         owners = self._ngrams.lookup(grams.values)
         hit = owners >= 0
         per_record = np.diff(grams.starts)
@@ -76,18 +79,23 @@ class HeldOut:
                 leaks[i] = self._leak(int(mine[mine >= 0][0]), f"{shares[i]:.0%} of its {n}-grams")
                 continue
             for cand in sorted({int(o) for o in band_owner[i] if o >= 0}):
-                sim = float(minhash.similarity(sigs[i], held_sigs[cand][None])[0])
+                held = self._sigs.rows_at(np.array([cand]))
+                sim = float(minhash.similarity(sigs[i], held)[0])
                 if sim >= self.settings.near_dup_threshold:
                     leaks[i] = self._leak(cand, f"near-duplicate (Jaccard ~{sim:.2f})")
                     break
         return leaks
 
     def _leak(self, owner: int, what: str) -> Leak:
-        kind = self.kinds[owner]
+        kind, of = self.KINDS[self.kinds[owner]], self.ids[owner]
         self.found[kind] += 1
         if len(self.examples) < 20:
-            self.examples.append({"of": self.ids[owner], "kind": kind, "match": what})
-        return Leak(self.ids[owner], kind, f"{what} match {kind} record {self.ids[owner]}")
+            self.examples.append({"of": of, "kind": kind, "match": what})
+        return Leak(of, kind, f"{what} match {kind} record {of}")
+
+    def close(self) -> None:
+        self.ids.close()
+        self._sigs.close()
 
     def report(self, checked: int) -> dict:
         s = self.settings
@@ -99,5 +107,8 @@ class HeldOut:
             "held_out_records": dict(self.sizes),
             "rejected": sum(self.found.values()),
             "rejected_by_source": dict(self.found),
+            # Every leak found is rejected before train.jsonl is written; the evaluation
+            # gate reads this count rather than inferring it.
+            "leaked_to_train": 0,
             "examples": self.examples,
         }

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from modelyard.curation import minhash
-from modelyard.curation.index import KeyIndex, SignatureFile, VersionIndex
+from modelyard.curation.index import IdLog, KeyIndex, SignatureFile, VersionIndex
 
 
 @dataclass(frozen=True)
@@ -27,30 +27,40 @@ class Deduplicator:
     """Owners are ordinals: earlier versions' representatives first, then this run's."""
 
     def __init__(
-        self, sig_path: Path, perm: int, threshold: float, history: list[VersionIndex]
+        self,
+        index_dir: Path,
+        perm: int,
+        threshold: float,
+        history: list[VersionIndex],
+        scratch: Path,
     ) -> None:
+        """This run's representatives go to ``index_dir`` (``ids.txt``, ``minhash.u32``);
+        large lookup runs spill to ``scratch``."""
         self.threshold = threshold
         self.bands, self.rows = minhash.lsh_shape(threshold, perm)
-        self.exact, self.band_index = KeyIndex(), KeyIndex()
-        self.ids: list[str] = []
+        self.exact, self.band_index = KeyIndex(scratch / "exact"), KeyIndex(scratch / "bands")
+        self.history_ids = [i for version in history for i in version.ids]
+        self.run_ids = IdLog(index_dir / "ids.txt")
         self.run_exact: list[np.ndarray] = []
         comparable = [v.sigs for v in history if v.sigs is not None]
         self._history_sigs = np.concatenate(comparable) if comparable else None
         has_sigs = [np.full(len(v.ids), v.sigs is not None) for v in history]
         self._history_row = np.cumsum(np.concatenate(has_sigs or [np.zeros(0, bool)])) - 1
+        self.history_size = 0
         for version in history:
-            self._add(version.exact, version.sigs, version.ids)
-        self.history_size = len(self.ids)
-        self.signatures = SignatureFile(sig_path, perm)
+            self._add(version.exact, version.sigs, len(version.ids))
+            self.history_size += len(version.ids)
+        self.signatures = SignatureFile(index_dir / "minhash.u32", perm)
 
-    def _add(self, exact: np.ndarray, sigs: np.ndarray | None, ids: list[str]) -> np.ndarray:
-        owners = np.arange(len(self.ids), len(self.ids) + len(ids), dtype=np.int64)
-        self.ids.extend(ids)
+    def __len__(self) -> int:
+        return self.history_size + len(self.run_ids)
+
+    def _add(self, exact: np.ndarray, sigs: np.ndarray | None, count: int) -> None:
+        owners = np.arange(len(self), len(self) + count, dtype=np.int64)
         self.exact.add(exact, owners)
         if sigs is not None and len(sigs):
             keys = minhash.band_keys(sigs, self.bands, self.rows)
             self.band_index.add(keys.ravel(), np.repeat(owners, self.bands))
-        return owners
 
     def _sig(self, owner: int) -> np.ndarray:
         if owner < self.history_size:
@@ -103,21 +113,24 @@ class Deduplicator:
                 verdicts[i] = Verdict("near_duplicate", self._id(best, local_ids), detail)
                 removed += 1
                 continue
-            owner = len(self.ids) + i - removed  # its rank among the batch's representatives
+            owner = len(self) + i - removed  # its rank among the batch's representatives
             local_exact[h] = owner
             local_sig[owner] = sigs[i]
             local_ids[owner] = ids[i]
             for k in row:
                 local_band.setdefault(k, owner)
         kept = np.array([i for i, v in enumerate(verdicts) if v is None], dtype=np.int64)
-        self._add(exact[kept], sigs[kept], [ids[i] for i in kept])
+        self._add(exact[kept], sigs[kept], len(kept))
+        self.run_ids.extend([ids[i] for i in kept])
         self.signatures.append(sigs[kept])
         self.run_exact.append(exact[kept])
         return verdicts
 
     def _id(self, owner: int, local_ids: dict[int, str]) -> str:
         """Id of an indexed owner, or of a representative of the batch being judged."""
-        return self.ids[owner] if owner < len(self.ids) else local_ids[owner]
+        if owner < self.history_size:
+            return self.history_ids[owner]
+        return self.run_ids[owner - self.history_size] if owner < len(self) else local_ids[owner]
 
 
 def _repeated(values: np.ndarray) -> np.ndarray:

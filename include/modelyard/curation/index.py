@@ -9,6 +9,7 @@ A published version keeps, under ``index/``: ``ids.txt`` (one representative id 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,29 +17,48 @@ from pathlib import Path
 import numpy as np
 
 MINHASH_SCHEME = "crc32-ngram-u32-affine-v1"
+# Keys of a run that moves to a memory-mapped file (6 MB): runs below stay in RAM and merge.
+_SPILL = 1 << 19
+_BLOCK = 64  # keys of a spilled run under one in-RAM fence key
 
 
 class KeyIndex:
     """uint64 key -> int64 owner, the first owner of a key wins.
 
-    Sorted runs merged LSM-style: adding a batch costs O(batch log n) and a key takes 16
-    bytes, where a Python dict of millions of band keys would take hundreds of MB.
+    An LSM tree: sorted runs merged in RAM (adding a batch costs O(batch log n)) until one
+    reaches ``_SPILL`` keys and moves to a memory-mapped file under ``spill``. Most lookups
+    miss (new text shares no band or n-gram), so a Bloom filter (one to two bytes a key,
+    rebuilt as the index doubles) answers those without touching a run; the few others read
+    one block of each spilled run. RAM per key: the filter's bytes, plus 12 bytes only for
+    keys not yet spilled. Keys must be well-mixed hashes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spill: Path | None = None) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._spilled: list[_SpilledRun] = []
+        self._spill = spill
+        self._size = 0
+        self._bits = np.zeros(1, dtype=np.uint8)
+        self._shift = np.uint64(64)  # key >> shift = its filter byte
+
+    def __len__(self) -> int:
+        return self._size
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Owner of each key, -1 where absent."""
         out = np.full(len(keys), -1, dtype=np.int64)
-        if not self._runs:
+        if not self._size:
             return out
-        order = np.argsort(keys)  # searchsorted is several times faster on sorted needles
+        maybe = np.flatnonzero(self._may_hold(keys))
+        order = maybe[np.argsort(keys[maybe])]  # searchsorted is faster on sorted needles
         needles = keys[order]
         for run_keys, run_owners in self._runs:
             pos = np.minimum(np.searchsorted(run_keys, needles), len(run_keys) - 1)
             hit = run_keys[pos] == needles
             out[order[hit]] = run_owners[pos[hit]]
+        for run in self._spilled:
+            hit, owners = run.find(needles)
+            out[order[hit]] = owners
         return out
 
     def add(self, keys: np.ndarray, owners: np.ndarray) -> None:
@@ -47,8 +67,75 @@ class KeyIndex:
         if not fresh.any():
             return
         self._runs.append((keys[fresh], owners[first][fresh].astype(np.int32)))
+        self._size += int(fresh.sum())
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
             self._runs.append(_merge(self._runs.pop(-2), self._runs.pop()))
+        if self._spill is not None and len(self._runs[0][0]) >= _SPILL:
+            path = self._spill / f"run-{len(self._spilled)}"
+            self._spilled.append(_SpilledRun(path, *self._runs.pop(0)))
+        if self._size > len(self._bits):
+            size = 1 << (self._size - 1).bit_length()  # bytes: one to two a key
+            self._bits = np.zeros(size, dtype=np.uint8)
+            self._shift = np.uint64(64 - size.bit_length() + 1)
+            for run_keys in [k for k, _ in self._runs] + [r.keys for r in self._spilled]:
+                self._mark(run_keys)
+            for run in self._spilled:
+                run.release()
+        else:
+            self._mark(keys[fresh])
+
+    def _mark(self, sorted_keys: np.ndarray) -> None:
+        byte = sorted_keys >> self._shift
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+        self._bits[byte[starts]] |= np.bitwise_or.reduceat(_probe_bits(sorted_keys), starts)
+
+    def _may_hold(self, keys: np.ndarray) -> np.ndarray:
+        bits = _probe_bits(keys)
+        return self._bits[keys >> self._shift] & bits == bits
+
+
+def _probe_bits(keys: np.ndarray) -> np.ndarray:
+    """Two bits of a filter byte (a one-byte blocked Bloom filter): the byte comes from a
+    key's top bits, the bits from its lowest six, a third of the false positives of one."""
+    low = (keys & np.uint64(63)).astype(np.uint8)
+    return np.left_shift(1, low & 7, dtype=np.uint8) | np.left_shift(1, low >> 3, dtype=np.uint8)
+
+
+class _SpilledRun:
+    """A sorted run in two memory-mapped files; RAM holds one fence key a ``_BLOCK`` keys.
+    Pages read by a lookup are handed back afterwards (``MADV_DONTNEED``: they stay in the
+    page cache, not in this process)."""
+
+    def __init__(self, path: Path, keys: np.ndarray, owners: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fence = keys[::_BLOCK].copy()
+        self._maps = []
+        arrays = []
+        for suffix, array in ((".keys", keys), (".owners", owners)):
+            array.tofile(path.with_suffix(suffix))
+            with path.with_suffix(suffix).open("rb") as handle:
+                self._maps.append(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+            arrays.append(np.frombuffer(self._maps[-1], dtype=array.dtype))
+        self.keys, self.owners = arrays
+
+    def find(self, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which sorted ``needles`` the run holds, and their owners: the fence names each
+        needle's block, then a binary search inside the blocks, all needles at once."""
+        lo = np.maximum(np.searchsorted(self.fence, needles, side="right") - 1, 0) * _BLOCK
+        hi = np.minimum(lo + _BLOCK, len(self.keys))
+        for _ in range(_BLOCK.bit_length()):
+            mid = (lo + hi) // 2
+            right = self.keys[np.minimum(mid, len(self.keys) - 1)] < needles
+            lo, hi = np.where(right, mid + 1, lo), np.where(right, hi, mid)
+        pos = np.minimum(lo, len(self.keys) - 1)
+        hit = self.keys[pos] == needles
+        owners = self.owners[pos[hit]].astype(np.int64)
+        self.release()
+        return hit, owners
+
+    def release(self) -> None:
+        for mapped in self._maps:
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def _merge(
@@ -92,6 +179,40 @@ class SignatureFile:
         self._handle.close()
 
 
+class IdLog:
+    """Append-only ids, one a line in a file (a version's ``ids.txt`` is written this way);
+    RAM holds 8 bytes an id, its end offset, and an id is read back with ``pread`` (only
+    duplicates and leaks need theirs)."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = path.open("w+b")
+        self._ends = np.zeros(1024, dtype=np.int64)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def extend(self, ids: list[str]) -> None:
+        lines = [f"{i}\n".encode() for i in ids]
+        if self._count + len(lines) > len(self._ends):
+            self._ends = np.resize(self._ends, 2 * (self._count + len(lines)))
+        start = int(self._ends[self._count - 1]) if self._count else 0
+        self._ends[self._count : self._count + len(lines)] = start + np.cumsum(
+            np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        )
+        self._count += len(lines)
+        self._handle.write(b"".join(lines))
+
+    def __getitem__(self, index: int) -> str:
+        start = int(self._ends[index - 1]) if index else 0
+        self._handle.flush()
+        line = os.pread(self._handle.fileno(), int(self._ends[index]) - start - 1, start)
+        return line.decode()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
 @dataclass
 class VersionIndex:
     """The representatives of one published version."""
@@ -105,9 +226,9 @@ def index_meta(perm: int, ngram: int, rows: int) -> dict:
     return {"scheme": MINHASH_SCHEME, "perm": perm, "ngram": ngram, "rows": rows}
 
 
-def write_index_files(index_dir: Path, ids: list[str], exact: np.ndarray, meta: dict) -> None:
-    """Complete an ``index/`` dir whose ``minhash.u32`` the SignatureFile already wrote."""
-    (index_dir / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+def write_index_files(index_dir: Path, exact: np.ndarray, meta: dict) -> None:
+    """Complete an ``index/`` dir whose ``ids.txt`` and ``minhash.u32`` the IdLog and the
+    SignatureFile already wrote."""
     exact.astype(np.uint64).tofile(index_dir / "exact.u64")
     (index_dir / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 

@@ -30,9 +30,8 @@ from modelyard.curation import classifier, minhash, split
 from modelyard.curation.contamination import HeldOut
 from modelyard.curation.dedup import Deduplicator
 from modelyard.curation.index import KeyIndex, VersionIndex, index_meta, write_index_files
-from modelyard.curation.prepare import Prepared, exact_hashes, prepared_batches
+from modelyard.curation.prepare import Prepared, encode, exact_hashes, prepared_batches
 from modelyard.curation.reader import batched, lineage_name, raw_files
-from modelyard.curation.records import Record
 from modelyard.curation.storage import replace_dir, scratch_dir, write_json
 from modelyard.settings import CurationSettings
 
@@ -59,8 +58,18 @@ def code_version() -> str:
     return f"{modelyard.__version__}+{digest.hexdigest()[:10]}"
 
 
-def _dump(obj: dict) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
+def _line(body: bytes, quality_score: float | None, split_name: str) -> bytes:
+    """A curated record's output line: its prepared body plus the judged fields."""
+    return b"".join(
+        (
+            body[:-1],
+            b',"quality_score":',
+            encode(quality_score),
+            b',"split":"',
+            split_name.encode(),
+            b'"}\n',
+        )
+    )
 
 
 class _Outputs:
@@ -69,16 +78,22 @@ class _Outputs:
     def __init__(self, root: Path) -> None:
         self.handles: dict[str, IO[bytes]] = {n: (root / f"{n}.jsonl").open("wb") for n in OUTPUTS}
         self.digests = {n: hashlib.sha256() for n in OUTPUTS}
+        self.pending: dict[str, list[bytes]] = {n: [] for n in OUTPUTS}
         self.counts: Counter = Counter()
         self.reasons: Counter = Counter()
 
-    def write(self, name: str, data: bytes) -> None:
+    def write(self, name: str, lines: list[bytes]) -> None:
+        self.pending[name] += lines
+        self.counts[name] += len(lines)
+        if len(self.pending[name]) >= 1024:
+            self.flush(name)
+
+    def flush(self, name: str) -> None:
+        """Write and hash in blocks: one call a line was a measurable share of the run."""
+        data = b"".join(self.pending[name])
         self.handles[name].write(data)
         self.digests[name].update(data)
-        self.counts[name] += 1
-
-    def keep(self, record: dict) -> None:
-        self.write(record["split"], _dump(record))
+        self.pending[name] = []
 
     def reject(
         self,
@@ -97,10 +112,11 @@ class _Outputs:
         else:
             entry["raw"] = raw
         self.reasons[reason] += 1
-        self.write("rejected", _dump(entry))
+        self.write("rejected", [encode(entry) + b"\n"])
 
     def close(self) -> None:
-        for handle in self.handles.values():
+        for name, handle in self.handles.items():
+            self.flush(name)
             handle.close()
 
 
@@ -116,48 +132,52 @@ def _read_reference(path: Path) -> Iterator[dict]:
 
 class _Parked:
     """Training candidates parked on disk until the whole held-out side is known: their
-    final JSON lines, raw lines, contamination n-gram hashes and signature rows."""
+    final JSON lines, raw lines, contamination n-gram hashes and signature rows; in RAM
+    only a few integers a record."""
 
     def __init__(self, root: Path) -> None:
-        root.mkdir()
-        self.root = root
-        self.records, self.raws, self.grams = (
-            (root / name).open("w+b") for name in ("records.jsonl", "raw.jsonl", "grams.u64")
+        root.mkdir(parents=True)
+        self.lines, self.raws, self.grams = (
+            (root / name).open("w+b") for name in ("train.jsonl", "raw.bin", "grams.u64")
         )
-        self.gram_counts: list[np.ndarray] = []
-        self.sig_rows: list[int] = []
+        self.sizes: list[np.ndarray] = []  # (records, 3): line, raw and gram counts
+        self.sig_rows: list[np.ndarray] = []
 
     def park(
-        self, pending: list[tuple[Record, str]], grams: minhash.Shingles, sig_rows: list[int]
+        self, lines: list[bytes], raws: list[bytes], grams: minhash.Shingles, sig_rows: np.ndarray
     ) -> None:
-        for record, raw in pending:
-            self.records.write(_dump(record.to_json()))
-            self.raws.write(json.dumps(raw).encode() + b"\n")
+        self.lines.write(b"".join(lines))
+        self.raws.write(b"".join(raws))
         self.grams.write(grams.values.tobytes())
-        self.gram_counts.append(np.diff(grams.starts))
-        self.sig_rows += sig_rows
+        lengths = [list(map(len, lines)), list(map(len, raws)), np.diff(grams.starts)]
+        self.sizes.append(np.array(lengths, dtype=np.int64).T.reshape(-1, 3))
+        self.sig_rows.append(sig_rows)
 
     def chunks(
         self, size: int
     ) -> Iterator[tuple[list[bytes], list[bytes], minhash.Shingles, np.ndarray]]:
-        for handle in (self.records, self.raws, self.grams):
+        for handle in (self.lines, self.raws, self.grams):
             handle.seek(0)
-        counts = np.concatenate(self.gram_counts or [np.zeros(0, np.int64)])
-        rows = np.array(self.sig_rows, dtype=np.int64)
+        sizes = np.concatenate(self.sizes or [np.zeros((0, 3), np.int64)])
+        rows = np.concatenate(self.sig_rows or [np.zeros(0, np.int64)])
         for start in range(0, len(rows), size):
-            chunk = counts[start : start + size]
-            values = np.frombuffer(self.grams.read(8 * int(chunk.sum())), dtype=np.uint64)
-            grams = minhash.Shingles(
-                values, np.concatenate(([0], np.cumsum(chunk))).astype(np.int64)
+            chunk = sizes[start : start + size]
+            lines, raws = (
+                _split(handle.read(int(chunk[:, k].sum())), chunk[:, k])
+                for k, handle in enumerate((self.lines, self.raws))
             )
-            lines = [self.records.readline() for _ in chunk]
-            raws = [self.raws.readline() for _ in chunk]
-            yield lines, raws, grams, rows[start : start + size]
+            values = np.frombuffer(self.grams.read(8 * int(chunk[:, 2].sum())), dtype=np.uint64)
+            starts = np.concatenate(([0], np.cumsum(chunk[:, 2]))).astype(np.int64)
+            yield lines, raws, minhash.Shingles(values, starts), rows[start : start + size]
 
-    def remove(self) -> None:
-        for handle in (self.records, self.raws, self.grams):
+    def close(self) -> None:
+        for handle in (self.lines, self.raws, self.grams):
             handle.close()
-        shutil.rmtree(self.root)
+
+
+def _split(data: bytes, lengths: np.ndarray) -> list[bytes]:
+    ends = np.cumsum(lengths).tolist()
+    return [data[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 class Curation:
@@ -173,19 +193,21 @@ class Curation:
         self.s = settings
         self.workdir = workdir
         (workdir / "index").mkdir()
+        self.scratch = workdir / ".scratch"  # run state kept on disk, removed at the end
         self.out = _Outputs(workdir)
         self.dedup = Deduplicator(
-            workdir / "index" / "minhash.u32",
+            workdir / "index",
             settings.minhash_perm,
             settings.near_dup_threshold,
             history,
+            self.scratch / "dedup",
         )
-        self.held_out = HeldOut(settings)
+        self.held_out = HeldOut(settings, self.scratch / "held_out")
         self.eval_reference = eval_reference
-        self.kept_ids = KeyIndex()
+        self.kept_ids = KeyIndex(self.scratch / "ids")
         self.pii: Counter = Counter()
         self.histogram = np.zeros(10, dtype=np.int64)  # classifier scores, bins of 0.1
-        self.parked = _Parked(workdir / ".parked")
+        self.parked = _Parked(self.scratch / "parked")
         self.input_lines = 0
 
     def run(self, files: list[Path]) -> dict:
@@ -195,11 +217,13 @@ class Curation:
             self._add_reference(self.eval_reference)
         self._check_contamination()
         self.out.close()
+        self.held_out.close()
         self.dedup.signatures.close()
-        run_ids = self.dedup.ids[self.dedup.history_size :]
+        self.dedup.run_ids.close()
+        shutil.rmtree(self.scratch)
         exact = np.concatenate(self.dedup.run_exact or [np.zeros(0, np.uint64)])
-        meta = index_meta(self.s.minhash_perm, self.s.near_dup_ngram, len(run_ids))
-        write_index_files(self.workdir / "index", run_ids, exact, meta)
+        meta = index_meta(self.s.minhash_perm, self.s.near_dup_ngram, len(self.dedup.run_ids))
+        write_index_files(self.workdir / "index", exact, meta)
         return self._summary()
 
     def _judge(self, batch: Prepared) -> None:
@@ -208,69 +232,65 @@ class Curation:
         self.pii.update(batch.pii)
         for r in batch.rejected:
             self.out.reject(r.reason, r.detail, r.raw, r.source, r.record_id)
-        pending = list(zip(batch.records, batch.raws, strict=True))
-        if not pending:
+        if not batch.ids:
             return
         first_row = self.dedup.signatures.rows
-        verdicts = self.dedup.judge([r.id for r in batch.records], batch.exact, batch.sigs)
+        verdicts = self.dedup.judge(batch.ids, batch.exact, batch.sigs)
         kept = [i for i, v in enumerate(verdicts) if v is None]
-        rows = dict(zip(kept, range(first_row, first_row + len(kept)), strict=True))
-        for (record, raw), verdict in zip(pending, verdicts, strict=True):
+        rows = np.full(len(verdicts), -1, dtype=np.int64)
+        rows[kept] = np.arange(first_row, first_row + len(kept))
+        for i, verdict in enumerate(verdicts):
             if verdict is not None:
-                self.out.reject(
-                    verdict.reason, verdict.detail, raw, record.source, record.id, verdict.of
-                )
-        kept = self._unique_ids(pending, kept)
+                self._reject(batch, i, verdict.reason, verdict.detail, verdict.of)
+        kept = self._unique_ids(batch, kept)
+        scores: list[float | None] = [None] * len(batch.ids)
         if self.s.quality_classifier:
-            kept = self._classify(pending, kept)
+            kept = self._classify(batch, kept, scores)
         sigs = batch.sigs
         evals = split.is_eval(sigs[kept], self.dedup.rows, self.s.eval_fraction, self.s.split_seed)
         to_eval = [i for i, e in zip(kept, evals, strict=True) if e]
         to_train = [i for i, e in zip(kept, evals, strict=True) if not e]
-        for i in to_eval:
-            pending[i][0].split = "eval"
-            self.out.keep(pending[i][0].to_json())
-        for i in to_train:
-            pending[i][0].split = "train"
+        self.out.write("eval", [_line(batch.bodies[i], scores[i], "eval") for i in to_eval])
         self.parked.park(
-            [pending[i] for i in to_train], batch.grams.take(to_train), [rows[i] for i in to_train]
+            [_line(batch.bodies[i], scores[i], "train") for i in to_train],
+            [batch.raws[i] for i in to_train],
+            batch.grams.take(to_train),
+            rows[to_train],
         )
         if to_eval:
-            ids = [pending[i][0].id for i in to_eval]
+            ids = [batch.ids[i] for i in to_eval]
             self.held_out.add(ids, batch.grams.take(to_eval), sigs[to_eval], "held_out")
 
-    def _unique_ids(self, pending: list[tuple[Record, str]], kept: list[int]) -> list[int]:
+    def _reject(
+        self, batch: Prepared, i: int, reason: str, detail: str, of: str | None = None
+    ) -> None:
+        self.out.reject(reason, detail, batch.raws[i].decode(), batch.sources[i], batch.ids[i], of)
+
+    def _unique_ids(self, batch: Prepared, kept: list[int]) -> list[int]:
         """Kept records whose id no earlier kept record of this run uses."""
-        ids = [pending[i][0].id for i in kept]
-        owners = self.kept_ids.lookup(exact_hashes(ids))
+        ids = [batch.ids[i] for i in kept]
+        hashes = exact_hashes(ids)
+        owners = self.kept_ids.lookup(hashes)
         unique, seen = [], set()
-        for i, record_id, owner in zip(kept, ids, owners, strict=True):
+        for n, (i, record_id, owner) in enumerate(zip(kept, ids, owners.tolist(), strict=True)):
             if owner >= 0 or record_id in seen:
-                record, raw = pending[i]
-                self.out.reject(
-                    "duplicate_id",
-                    f"id {record_id!r} already kept",
-                    raw,
-                    record.source,
-                    record_id,
-                    record_id,
-                )
+                self._reject(batch, i, "duplicate_id", f"id {record_id!r} already kept", record_id)
                 continue
             seen.add(record_id)
-            unique.append(i)
-        self.kept_ids.add(exact_hashes(sorted(seen)), np.zeros(len(seen), dtype=np.int64))
-        return unique
+            unique.append(n)
+        self.kept_ids.add(hashes[unique], np.zeros(len(unique), dtype=np.int64))
+        return [kept[n] for n in unique]
 
-    def _classify(self, pending: list[tuple[Record, str]], kept: list[int]) -> list[int]:
-        scores = classifier.quality_scores([pending[i][0].text for i in kept])
-        self.histogram += np.histogram(scores, bins=10, range=(0.0, 1.0))[0]
+    def _classify(self, batch: Prepared, kept: list[int], scores: list[float | None]) -> list[int]:
+        """Kept records the classifier passes; fills in their ``scores``."""
+        probabilities = classifier.quality_scores([batch.texts[i] for i in kept])
+        self.histogram += np.histogram(probabilities, bins=10, range=(0.0, 1.0))[0]
         passed = []
-        for i, score in zip(kept, scores.tolist(), strict=True):
-            record, raw = pending[i]
-            record.quality_score = round(score, 4)
+        for i, score in zip(kept, probabilities.tolist(), strict=True):
+            scores[i] = round(score, 4)
             if score < self.s.quality_threshold:
                 detail = f"classifier score {score:.3f} < {self.s.quality_threshold}"
-                self.out.reject("quality", detail, raw, record.source, record.id)
+                self._reject(batch, i, "quality", detail)
             else:
                 passed.append(i)
         return passed
@@ -288,20 +308,22 @@ class Curation:
         """Pass 2: parked training candidates against the complete held-out side."""
         for lines, raws, grams, rows in self.parked.chunks(self.s.batch_size):
             leaks = self.held_out.check(grams, self.dedup.signatures.rows_at(rows))
+            self.out.write(
+                "train", [line for line, leak in zip(lines, leaks, strict=True) if not leak]
+            )
             for line, raw, leak in zip(lines, raws, leaks, strict=True):
                 if leak is None:
-                    self.out.write("train", line)
                     continue
                 record = json.loads(line)
                 self.out.reject(
                     "contamination",
                     leak.detail,
-                    json.loads(raw),
+                    raw.decode(),
                     record["source"],
                     record["id"],
                     leak.of,
                 )
-        self.parked.remove()
+        self.parked.close()
 
     def _summary(self) -> dict:
         counts = {"input": self.input_lines, **{name: self.out.counts[name] for name in OUTPUTS}}

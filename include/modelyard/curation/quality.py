@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from modelyard.curation.minhash import Shingles
-from modelyard.curation.records import Record
 from modelyard.settings import CurationSettings
 
 TRIVIAL_COMPLETIONS = frozenset({"", "ok", "okay", "yes", "no", "n/a", "none", "null", "-", "."})
@@ -39,26 +38,45 @@ def symbol_ratios(texts: list[str]) -> np.ndarray:
 
 
 def heuristic_issues(
-    records: list[Record], texts: list[str], shingles: Shingles, settings: CurationSettings
+    prompts: list[str],
+    completions: list[str],
+    texts: list[str],
+    shingles: Shingles,
+    settings: CurationSettings,
 ) -> list[str | None]:
     """Why each record fails the heuristics, or None; the first failing check names it."""
-    repetition = repetition_ratios(shingles).tolist()
-    symbols = symbol_ratios(texts).tolist()
-    issues: list[str | None] = []
-    for record, rep, sym in zip(records, repetition, symbols, strict=True):
-        prompt, completion = record.prompt, record.completion
-        issue = None
-        if len(prompt) + len(completion) > settings.max_record_chars:
-            issue = f"longer than max_record_chars={settings.max_record_chars}"
-        elif completion.lower() in TRIVIAL_COMPLETIONS:
-            issue = "empty or trivial completion"
-        elif len(prompt) < settings.min_prompt_chars:
-            issue = f"prompt shorter than {settings.min_prompt_chars} chars"
-        elif len(completion) < settings.min_completion_chars:
-            issue = f"completion shorter than {settings.min_completion_chars} chars"
-        elif rep > settings.max_repetition_ratio:
-            issue = f"repetition ratio {rep:.2f} > {settings.max_repetition_ratio}"
-        elif sym > settings.max_symbol_ratio:
-            issue = f"symbol ratio {sym:.2f} > {settings.max_symbol_ratio}"
-        issues.append(issue)
+    prompt_len = np.fromiter(map(len, prompts), dtype=np.int64, count=len(prompts))
+    completion_len = np.fromiter(map(len, completions), dtype=np.int64, count=len(completions))
+    longest_trivial = max(map(len, TRIVIAL_COMPLETIONS))
+    trivial = np.array(
+        [
+            n <= longest_trivial and c.lower() in TRIVIAL_COMPLETIONS
+            for c, n in zip(completions, completion_len.tolist(), strict=True)
+        ],
+        dtype=bool,
+    )
+    repetition = repetition_ratios(shingles)
+    symbols = symbol_ratios(texts)
+    failing = (
+        (prompt_len + completion_len > settings.max_record_chars)
+        | trivial
+        | (prompt_len < settings.min_prompt_chars)
+        | (completion_len < settings.min_completion_chars)
+        | (repetition > settings.max_repetition_ratio)
+        | (symbols > settings.max_symbol_ratio)
+    )
+    issues: list[str | None] = [None] * len(prompts)
+    for i in np.flatnonzero(failing).tolist():
+        if prompt_len[i] + completion_len[i] > settings.max_record_chars:
+            issues[i] = f"longer than max_record_chars={settings.max_record_chars}"
+        elif trivial[i]:
+            issues[i] = "empty or trivial completion"
+        elif prompt_len[i] < settings.min_prompt_chars:
+            issues[i] = f"prompt shorter than {settings.min_prompt_chars} chars"
+        elif completion_len[i] < settings.min_completion_chars:
+            issues[i] = f"completion shorter than {settings.min_completion_chars} chars"
+        elif repetition[i] > settings.max_repetition_ratio:
+            issues[i] = f"repetition ratio {repetition[i]:.2f} > {settings.max_repetition_ratio}"
+        else:
+            issues[i] = f"symbol ratio {symbols[i]:.2f} > {settings.max_symbol_ratio}"
     return issues

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -18,11 +18,26 @@ T = TypeVar("T")
 SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
-@dataclass(frozen=True)
-class RawLine:
-    file: str  # "<partition dir>/<file name>": stable wherever the partition is mounted
-    line: int  # 1-based
-    data: bytes
+@dataclass
+class RawBatch:
+    """Raw lines (line breaks included) and where they came from: ``spans`` of (file, first
+    line number, line count), file as "<partition dir>/<file name>" (stable wherever the
+    partition is mounted). Compact, because with workers the main process reads and ships
+    every batch: per-line work belongs to ``lines`` and ``sources``, run by the preparer."""
+
+    data: list[bytes] = field(default_factory=list)
+    spans: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def lines(self) -> list[bytes]:
+        return [line.rstrip(b"\r\n") for line in self.data]
+
+    def sources(self) -> list[dict]:
+        """``{"file", "line"}`` (1-based) of each line."""
+        return [
+            {"file": name, "line": number}
+            for name, first, count in self.spans
+            for number in range(first, first + count)
+        ]
 
 
 def raw_files(source: Path) -> list[Path]:
@@ -41,13 +56,23 @@ def lineage_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def read_lines(files: Iterable[Path]) -> Iterator[RawLine]:
+def read_batches(files: Iterable[Path], size: int) -> Iterator[RawBatch]:
+    """Batches of ``size`` lines in input order (a batch may span files)."""
+    batch = RawBatch()
     for path in files:
         opener = gzip.open if path.name.endswith(".gz") else open
         name = lineage_name(path)
         with opener(path, "rb") as handle:
-            for number, data in enumerate(handle, start=1):
-                yield RawLine(name, number, data.rstrip(b"\r\n"))
+            first = 1
+            while chunk := list(islice(handle, size - len(batch.data))):
+                batch.data += chunk
+                batch.spans.append((name, first, len(chunk)))
+                first += len(chunk)
+                if len(batch.data) == size:
+                    yield batch
+                    batch = RawBatch()
+    if batch.data:
+        yield batch
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,20 +30,27 @@ class SchemaError(ValueError):
     """The line is JSON but not one of the accepted shapes."""
 
 
-@dataclass
+def prompt_of(messages: list[dict[str, str]]) -> str:
+    """The user turns before the final assistant turn, the contract's ``prompt``."""
+    return "\n".join(m["content"] for m in messages[:-1] if m["role"] == "user")
+
+
+def text_of(messages: list[dict[str, str]]) -> str:
+    """All turns, the unit of dedup, near-dup and contamination checks."""
+    return "\n".join(m["content"] for m in messages)
+
+
+@dataclass(frozen=True)
 class Record:
-    """A curated record in the making; ``to_json`` gives the contract's curated shape."""
+    """One parsed record (``parse``; the pipeline works on whole batches instead)."""
 
     id: str
     messages: list[dict[str, str]]
     source: dict[str, object]
-    quality_score: float | None = None
-    split: str = ""
-    pii: dict[str, int] = field(default_factory=dict)
 
     @property
     def prompt(self) -> str:
-        return "\n".join(m["content"] for m in self.messages[:-1] if m["role"] == "user")
+        return prompt_of(self.messages)
 
     @property
     def completion(self) -> str:
@@ -50,35 +58,36 @@ class Record:
 
     @property
     def text(self) -> str:
-        """All turns, the unit of dedup, near-dup and contamination checks."""
-        return "\n".join(m["content"] for m in self.messages)
+        return text_of(self.messages)
 
-    def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "messages": self.messages,
-            "prompt": self.prompt,
-            "completion": self.completion,
-            "source": self.source,
-            "quality_score": self.quality_score,
-            "split": self.split,
-        }
+
+# Anything the rewrites below would change, or a string starting or ending in (Unicode)
+# white space: most texts match none of it and skip the five rewriting passes.
+_NEEDS_WORK = rf"\r|{_CONTROL}|{_SPACES}| \n|\n |\n\n\n|^[\s\pZ]|[\s\pZ]$"
 
 
 def normalize_batch(texts: list[str]) -> list[str]:
     """NFC, no control or zero-width characters, single spaces, no space around line breaks,
     at most one blank line, stripped."""
     # unicodedata, not pc.utf8_normalize: pyarrow 25 returned decomposed text unchanged.
-    nfc = [
-        t if unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t) for t in texts
+    # ``isascii`` is a flag lookup in CPython, and ASCII text is always NFC.
+    out = [
+        t if t.isascii() or unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t)
+        for t in texts
     ]
-    arr = pa.array(nfc, pa.large_string())
+    arr = pa.array(out, pa.large_string())
+    todo = np.flatnonzero(pc.match_substring_regex(arr, _NEEDS_WORK).to_numpy(zero_copy_only=False))
+    if not len(todo):
+        return out
+    arr = arr.take(pa.array(todo))
     arr = pc.replace_substring_regex(arr, r"\r\n?", "\n")
     arr = pc.replace_substring_regex(arr, _CONTROL, "")
     arr = pc.replace_substring_regex(arr, _SPACES, " ")
     arr = pc.replace_substring_regex(arr, r" ?\n ?", "\n")
     arr = pc.replace_substring_regex(arr, r"\n{3,}", "\n\n")
-    return pc.utf8_trim_whitespace(arr).to_pylist()
+    for i, text in zip(todo.tolist(), pc.utf8_trim_whitespace(arr).to_pylist(), strict=True):
+        out[i] = text
+    return out
 
 
 def normalize(text: str) -> str:
@@ -129,13 +138,10 @@ def extract(obj: object) -> tuple[list[dict[str, str]], str | None]:
     return _raw_messages(obj), None if raw_id is None else str(raw_id)
 
 
-def build(messages: list[dict[str, str]], record_id: str | None, source: dict) -> Record:
-    """The record of normalised turns; raises SchemaError when no user turn has content."""
+def check_prompt(messages: list[dict[str, str]]) -> None:
+    """Raises SchemaError when no user turn before the answer has content (once normalised)."""
     if not any(m["role"] == "user" and m["content"] for m in messages[:-1]):
         raise SchemaError("empty prompt")
-    record = Record(id="", messages=messages, source=source)
-    record.id = record_id if record_id is not None else content_id(record.text)
-    return record
 
 
 def parse(obj: object, source: dict) -> Record:
@@ -143,6 +149,7 @@ def parse(obj: object, source: dict) -> Record:
     normalises whole batches)."""
     messages, record_id = extract(obj)
     contents = normalize_batch([m["content"] for m in messages])
-    return build(
-        [{**m, "content": c} for m, c in zip(messages, contents, strict=True)], record_id, source
-    )
+    messages = [{**m, "content": c} for m, c in zip(messages, contents, strict=True)]
+    check_prompt(messages)
+    text_id = record_id if record_id is not None else content_id(text_of(messages))
+    return Record(text_id, messages, source)

@@ -1,6 +1,7 @@
 """Corpus BLEU via ``sacrebleu``, scaled to [0, 1] so every shipped metric shares one range."""
 
 import sacrebleu
+
 from modelyard.evaluation import metric_base
 
 

@@ -3,6 +3,7 @@
 import json
 
 import jsonschema
+
 from modelyard.evaluation import metric_base
 
 

@@ -3,8 +3,9 @@
 Shipped in the repo because ``evaluate.load("rouge")`` would fetch the module from the hub.
 """
 
-from modelyard.evaluation import metric_base
 from rouge_score import rouge_scorer
+
+from modelyard.evaluation import metric_base
 
 
 class RougeL(metric_base.TextPairMetric):
