@@ -84,12 +84,19 @@ def running_airflow(settings: Settings, port: int = 8080, timeout: float = 180.0
         _wait_healthy(base_url, proc, timeout, log_file)
         yield base_url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the process group an Airflow component leads, SIGKILL it after ``grace``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float, log_file: Path) -> None:

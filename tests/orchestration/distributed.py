@@ -9,10 +9,8 @@ its log in ``log_dir``, configured only through environment variables on top of
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.airflow_env import airflow_env
+from modelyard.airflow_env import airflow_env, stop_process_group
 from modelyard.settings import Settings
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -70,7 +68,7 @@ def redis_broker(workdir: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        _stop(proc)
+        stop_process_group(proc)
         log.close()
 
 
@@ -162,17 +160,7 @@ def _component(cluster: Cluster, name: str, argv: list[str]) -> Iterator[subproc
     try:
         yield proc
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 def _wait_healthy(cluster: Cluster, procs: dict[str, subprocess.Popen], timeout: float) -> None:

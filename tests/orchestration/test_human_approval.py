@@ -1,7 +1,8 @@
 """Promotion to production waits for a human in the Airflow UI when the model asks for it.
 
-Runs `promote_model` under a real scheduler: the approval task parks as `awaiting_input`; a rejection leaves production
-untouched, an approval (the same API call the UI's approval form makes) promotes the canary.
+Runs `promote_model` under a real scheduler: the approval task parks as `awaiting_input`;
+a rejection leaves production untouched, an approval (the same API call the UI's approval
+form makes) promotes the canary.
 """
 
 from __future__ import annotations
