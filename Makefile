@@ -24,8 +24,10 @@ $(STAMP): requirements.txt trainer/requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/modelyard demo
 
+# pytest exits 5 when it collected nothing: that is a failure here, and make fails on it too.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
 airflow: $(STAMP)
 	$(BIN)/python -m modelyard.airflow_env standalone
