@@ -46,7 +46,10 @@ class TrainerConfig(_Strict):
     base_model: str = Field(min_length=1, description="local path or hub name")
     base_revision: str | None = None
     train_file: Path
-    eval_file: Path
+    eval_file: Path | None = Field(
+        None, description="validation data for eval loss and early stopping; default: "
+                          "validation_fraction of train_file. Never the held-out eval suite.")
+    validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     output_dir: Path = Field(description="the run dir: checkpoints, adapter, result.json")
     mirror_dir: str | None = Field(None, description="local path or s3://..., via fsspec")
     data_version: str | None = None
@@ -147,5 +150,6 @@ def check_against_model(cfg: TrainerConfig) -> None:
         raise ConfigError(f"max_seq_length: {cfg.max_seq_length} exceeds the model's "
                           f"max_position_embeddings ({limit})")
     for name in ("train_file", "eval_file"):
-        if not getattr(cfg, name).is_file():
-            raise ConfigError(f"{name}: file does not exist: {getattr(cfg, name)}")
+        path = getattr(cfg, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name}: file does not exist: {path}")

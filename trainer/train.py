@@ -19,7 +19,7 @@ from trainer import backends
 from trainer.checkpoints import SealCheckpoints, latest_resumable, mirror, write_atomic
 from trainer.config import TrainerConfig, check_against_model
 from trainer.cpu_kernels import ensure_logprob_kernel
-from trainer.data import load_split
+from trainer.data import load_splits
 from trainer.tokenizer_audit import audit_tokenizer
 from trainer.tracking import (
     MlflowMetrics,
@@ -95,7 +95,7 @@ def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = latest_resumable(run_dir / "checkpoints")
     set_seed(cfg.seed)  # before loading: LoRA weights are initialised at load time
-    train_ds, eval_ds = load_split(cfg.train_file), load_split(cfg.eval_file)
+    train_ds, eval_ds = load_splits(cfg)
     model, tokenizer = backends.load(cfg, backend)
     audit_tokenizer(tokenizer, model)
 

@@ -51,8 +51,9 @@ def build_trainer_config(params: dict[str, Any], dataset_dir: str, run_name: str
     return {
         "backend": params.get("backend") or t.backend,
         "base_model": params.get("base_model") or settings.default_base_model,
+        # No eval_file: the trainer validates on a slice of train. The held-out split belongs to
+        # the eval suite and never steers training (not even early stopping).
         "train_file": str(Path(dataset_dir) / "train.jsonl"),
-        "eval_file": str(Path(dataset_dir) / "eval.jsonl"),
         "output_dir": output_dir,
         "mirror_dir": mirror_dir,
         "data_version": data_version,

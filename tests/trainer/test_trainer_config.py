@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 
@@ -65,3 +66,18 @@ def test_config_hash_names_the_recipe_not_where_it_runs(tmp_path):
     assert recipe == parse_config(moved).config_hash()
     assert recipe != parse_config(base | {"lora": {"r": 4}}).config_hash()
     assert recipe != parse_config(base | {"data_version": "ds-2"}).config_hash()
+
+
+def test_without_eval_file_validation_is_a_seeded_slice_of_train(curated):
+    from trainer.config import parse_config
+    from trainer.data import load_splits
+
+    cfg = parse_config({"base_model": "m", "train_file": str(curated / "train.jsonl"),
+                        "output_dir": "run", "validation_fraction": 0.2, "seed": 3,
+                        "mlflow": {"tracking_uri": "sqlite://"}})
+    train, validation = load_splits(cfg)
+    total = len((curated / "train.jsonl").read_text().splitlines())
+    assert len(train) + len(validation) == total and len(validation) == math.ceil(0.2 * total)
+    prompts = {str(row["prompt"]) for row in train}
+    assert not any(str(row["prompt"]) in prompts for row in validation)
+    assert [r["prompt"] for r in load_splits(cfg)[1]] == [r["prompt"] for r in validation]

@@ -31,6 +31,7 @@ def test_run_trainer_streams_logs_and_returns_result(short, curated, caplog):
     assert config["output_dir"] == f"{short.storage}/runs/run-1"
     assert config["base_model"] == short.default_base_model
     assert config["mlflow"]["tracking_uri"] == short.tracking_uri
+    assert "eval_file" not in config  # the held-out split never steers training
 
     with caplog.at_level(logging.INFO, logger="modelyard.training"):
         result = run_trainer(config, short)
