@@ -56,15 +56,63 @@ def latest_resumable(checkpoints_dir: Path) -> Path | None:
 
 
 def mirror(src: Path, dest_root: str) -> None:
-    """Copy a file or directory to ``dest_root/<name>`` (local path or any fsspec URL)."""
+    """Copy a file or directory to ``dest_root/<name>`` (local path or any fsspec URL).
+
+    Object stores have no atomic rename, so a checkpoint's seal is uploaded last: a copy cut
+    short by preemption has no seal and is never restored.
+    """
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(dest_root)
     target = f"{root.rstrip('/')}/{src.name}"
     if fs.exists(target):
         fs.rm(target, recursive=True)
-    fs.makedirs(root, exist_ok=True)
-    fs.put(str(src), target, recursive=src.is_dir())
+    fs.makedirs(target if src.is_dir() else root, exist_ok=True)
+    if not src.is_dir():
+        fs.put_file(str(src), target)
+        return
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: p.name == SEAL):
+        fs.put_file(str(path), f"{target}/{path.relative_to(src).as_posix()}")
+
+
+def fetch_file(mirror_dir: str, name: str, dest_dir: Path) -> bool:
+    """Copy ``mirror_dir/name`` into ``dest_dir`` when the mirror has it."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(mirror_dir)
+    remote = f"{root.rstrip('/')}/{name}"
+    if not fs.exists(remote):
+        return False
+    fs.get_file(remote, str(dest_dir / name))
+    return True
+
+
+def restore_from_mirror(mirror_dir: str, checkpoints_dir: Path) -> Path | None:
+    """Bring the newest sealed checkpoint back from the mirror into ``checkpoints_dir``.
+
+    This is what makes a retry on another worker (the preempted one's disk is gone) resume
+    instead of starting over.
+    """
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(f"{mirror_dir.rstrip('/')}/checkpoints")
+    if not fs.exists(root):
+        return None
+    found = [(int(m.group(1)), path) for path in fs.ls(root, detail=False)
+             if (m := _CHECKPOINT.match(path.rstrip("/").rsplit("/", 1)[-1]))]
+    for _, remote in sorted(found, reverse=True):
+        if not fs.exists(f"{remote.rstrip('/')}/{SEAL}"):
+            log.warning("skipping unsealed mirrored checkpoint %s", remote)
+            continue
+        local = checkpoints_dir / remote.rstrip("/").rsplit("/", 1)[-1]
+        partial = local.with_name(f".{local.name}.restoring")
+        fs.get(remote.rstrip("/") + "/", str(partial), recursive=True)
+        os.replace(partial, local)
+        if is_resumable(local):
+            log.info("restored %s from the mirror %s", local.name, mirror_dir)
+            return local
+    return None
 
 
 class SealCheckpoints(TrainerCallback):

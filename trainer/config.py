@@ -82,18 +82,21 @@ class TrainerConfig(_Strict):
                              f"eval_steps ({self.eval_steps})")
         return self
 
-    def config_hash(self) -> str:
-        """Identity of the training recipe: base, data version and every hyperparameter.
+    def recipe(self) -> dict:
+        """Base, data version and every hyperparameter: what the model is a function of.
 
         Where things are written (run dir, mirror, MLflow) and the file paths of the data are
-        bookkeeping, not recipe: the same recipe re-run elsewhere hashes the same. Without a
-        data version the data files' paths are all that names the data, so they count.
+        bookkeeping, not recipe: the same recipe re-run elsewhere (a retry on another worker)
+        is the same recipe. Without a data version the data files' paths are all that names
+        the data, so they count.
         """
         bookkeeping = {"output_dir", "mirror_dir", "mlflow"}
         if self.data_version:
             bookkeeping |= {"train_file", "eval_file"}
-        recipe = self.model_dump(mode="json", exclude=bookkeeping)
-        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+        return self.model_dump(mode="json", exclude=bookkeeping)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _one_line(err: ValidationError) -> str:

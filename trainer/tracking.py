@@ -43,8 +43,9 @@ def start_run(cfg: TrainerConfig) -> str:
 
 
 def flat_params(cfg: TrainerConfig) -> dict[str, Any]:
+    """The recipe as MLflow params (the full resolved config is logged as an artifact)."""
     out: dict[str, Any] = {}
-    for key, value in cfg.model_dump(mode="json", exclude={"mlflow"}).items():
+    for key, value in cfg.recipe().items():
         if isinstance(value, dict):
             out.update({f"{key}.{k}": v for k, v in value.items()})
         else:

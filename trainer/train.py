@@ -16,12 +16,20 @@ from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from trainer import backends
-from trainer.checkpoints import SealCheckpoints, latest_resumable, mirror, write_atomic
+from trainer.checkpoints import (
+    SealCheckpoints,
+    fetch_file,
+    latest_resumable,
+    mirror,
+    restore_from_mirror,
+    write_atomic,
+)
 from trainer.config import TrainerConfig, check_against_model
 from trainer.cpu_kernels import ensure_logprob_kernel
 from trainer.data import load_splits
 from trainer.tokenizer_audit import audit_tokenizer
 from trainer.tracking import (
+    RUN_ID_FILE,
     MlflowMetrics,
     flat_params,
     model_card,
@@ -94,12 +102,19 @@ def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
     run_dir = cfg.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = latest_resumable(run_dir / "checkpoints")
+    if resume is None and cfg.mirror_dir:  # a retry on another worker: the local disk is new
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        resume = restore_from_mirror(cfg.mirror_dir, run_dir / "checkpoints")
+        if resume is not None:
+            fetch_file(cfg.mirror_dir, RUN_ID_FILE, run_dir)  # continue the same MLflow run
     set_seed(cfg.seed)  # before loading: LoRA weights are initialised at load time
     train_ds, eval_ds = load_splits(cfg)
     model, tokenizer = backends.load(cfg, backend)
     audit_tokenizer(tokenizer, model)
 
     run_id = start_run(cfg)
+    if cfg.mirror_dir:
+        mirror(run_dir / RUN_ID_FILE, cfg.mirror_dir)
     try:
         result = _train(cfg, backend, model, tokenizer, train_ds, eval_ds, resume, run_id)
     except BaseException:

@@ -68,3 +68,32 @@ def test_sigkill_then_rerun_resumes(make_config, tmp_path):
     # Optimizer, scheduler, RNG and data order continued: same end point as without the kill.
     assert result["metrics"]["eval_loss"] == pytest.approx(
         reference["metrics"]["eval_loss"], rel=1e-3)
+
+
+def test_a_retry_on_a_new_worker_resumes_from_the_mirror(make_config, tmp_path):
+    """Preemption takes the worker's disk with it: the retry starts from an empty run dir and
+    must pull the newest sealed checkpoint (and the MLflow run) back from the mirror."""
+    mirror_dir = tmp_path / "mirror"
+    cfg = make_config(output_dir=str(tmp_path / "worker-1"), mirror_dir=str(mirror_dir),
+                      max_steps=40, eval_steps=10, save_steps=10, early_stopping_patience=None,
+                      seed=11)
+    proc = subprocess.Popen(trainer_cmd(write_config(cfg, tmp_path / "first.json")),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(mirror_dir.glob(f"checkpoints/checkpoint-*/{SEAL}")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint reached the mirror"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    mirrored = sorted(p.parent.name for p in mirror_dir.glob(f"checkpoints/*/{SEAL}"))
+    run_id = json.loads((mirror_dir / "mlflow_run.json").read_text())["run_id"]
+    shutil.rmtree(tmp_path / "worker-1")  # the preempted worker's disk is gone
+
+    retry = cfg | {"output_dir": str(tmp_path / "worker-2")}
+    done = _run(write_config(retry, tmp_path / "retry.json"))
+    result = json.loads((tmp_path / "worker-2" / "result.json").read_text())
+    assert result["resumed_from"] in mirrored and f"resumed from {result['resumed_from']}" in (
+        done.stdout + done.stderr)
+    assert result["global_step"] == 40
+    assert result["mlflow_run_id"] == run_id
+    assert (mirror_dir / "result.json").is_file()
