@@ -33,6 +33,8 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor forks this many workers up front; 32 idle ones swamp a small box.
+        "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -88,15 +90,24 @@ def running_airflow(settings: Settings, port: int = 8080, timeout: float = 180.0
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM the process group an Airflow component leads, SIGKILL it after ``grace``."""
-    if proc.poll() is not None:
+    """SIGTERM the process group an Airflow component leads, SIGKILL it after ``grace``.
+
+    The whole group, even when the leader already exited: its children (a scheduler's
+    executor workers, say) would otherwise outlive the test or the UI session.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers that ignored SIGTERM
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float, log_file: Path) -> None:
