@@ -5,7 +5,7 @@
 Generates a corpus (three raw shapes, planted exact and near duplicates), then for each size
 runs, each in a fresh worker process so peak RSS is per run (imports excluded from the
 timing; wall and CPU time both shown, as the machine may be shared; CPU and peak RSS include
-curation's preparation processes): the full curation (``modelyard.curation.curate``,
+curation's preparation processes): the full curation (``modelyard.curation.pipeline.curate``,
 default settings, classifier off; then with ``workers=1``) and a baseline doing only parse + exact
 dedup + datasketch ``MinHashLSH`` near-dedup with per-record Python loops. Prints a
 markdown table: records/s (median of --repeat), peak RSS, near-dup recall and precision
@@ -126,7 +126,7 @@ def _jaccard(a: str, b: str) -> float:
 
 
 def run_ours(partition: Path, output: Path, workers: int | None) -> dict[str, str]:
-    from modelyard.curation import curate
+    from modelyard.curation.pipeline import curate
     from modelyard.settings import CurationSettings
 
     settings = CurationSettings() if workers is None else CurationSettings(workers=workers)

@@ -20,13 +20,14 @@ from pathlib import Path
 from modelyard.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Where this interpreter's console scripts (airflow, mlflow) are: the venv's bin.
+VENV_BIN = Path(sys.executable).parent
 
 
 def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for an Airflow process on the embedded default (overridable by the caller)."""
     env = dict(os.environ if base is None else base)
     airflow_home = Path(settings.home) / "airflow"
-    venv_bin = str(Path(sys.executable).parent)
     defaults = {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
@@ -47,7 +48,7 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     for key, value in defaults.items():
         env.setdefault(key, value)
     # `airflow standalone` and the task runner spawn `airflow` by name: the venv must be on PATH.
-    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
     return env
 
 
@@ -55,7 +56,7 @@ def airflow(args: list[str], settings: Settings, check: bool = True,
             capture: bool = False) -> subprocess.CompletedProcess:
     """Run one ``airflow`` CLI command against the embedded home."""
     return subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), *args], env=airflow_env(settings),
+        [str(VENV_BIN / "airflow"), *args], env=airflow_env(settings),
         check=check, text=True, capture_output=capture,
     )
 
@@ -79,7 +80,7 @@ def running_airflow(settings: Settings, port: int = 8080, timeout: float = 180.0
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/"})
     log_file = log_file or Path(settings.home) / "airflow" / "standalone.log"
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"],
+        proc = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
@@ -127,7 +128,7 @@ def _wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float, log_fil
 
 
 def _exec(argv: list[str], env: dict[str, str]) -> None:
-    os.execve(str(Path(sys.executable).parent / argv[0]), argv, env)
+    os.execve(str(VENV_BIN / argv[0]), argv, env)
 
 
 def main(argv: list[str]) -> None:

@@ -6,34 +6,36 @@ Publishing is ``modelyard.curation``'s job; this module only reads what it wrote
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
+from modelyard.curation.publish import by_date_dir
+from modelyard.curation.storage import read_json, storage_path
 from modelyard.settings import Settings, get_settings
-
-
-def _datasets_root(settings: Settings) -> Path:
-    return Path(settings.storage) / "datasets"
 
 
 def load_manifest(version: str, settings: Settings | None = None) -> dict:
     """The manifest of a published version, with its ``path`` filled in."""
     settings = settings or get_settings()
-    path = _datasets_root(settings) / version
+    path = storage_path(settings, "datasets", version)
     manifest_file = path / "manifest.json"
     if not manifest_file.exists():
         raise FileNotFoundError(f"dataset version {version!r} is not published under {path.parent}")
-    return {**json.loads(manifest_file.read_text()), "path": str(path)}
+    return {**read_json(manifest_file), "path": str(path)}
 
 
 def latest_version(settings: Settings | None = None) -> str:
     """The version published for the most recent partition date."""
     settings = settings or get_settings()
-    pointers = sorted((_datasets_root(settings) / "_by_date").glob("*.json"))
+    pointers = sorted(by_date_dir(settings).glob("*.json"))
     if not pointers:
         raise FileNotFoundError("no dataset version is published yet: run curate_dataset first")
-    return json.loads(pointers[-1].read_text())["version"]
+    return read_json(pointers[-1])["version"]
+
+
+def version_for_date(day: str, settings: Settings | None = None) -> str | None:
+    """The version the partition of ``day`` published, if any."""
+    pointer = by_date_dir(settings or get_settings()) / f"{day}.json"
+    return read_json(pointer)["version"] if pointer.exists() else None
 
 
 def run_name_for(run_id: str) -> str:

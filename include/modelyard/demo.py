@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from modelyard.airflow_env import airflow, init_airflow
+from modelyard.catalog import latest_version, version_for_date
 from modelyard.sampledata import write_sample_partitions
 from modelyard.settings import Settings, get_settings
 from modelyard.tinymodel import build_tiny_model
@@ -49,11 +50,6 @@ def _trigger(dag_id: str, settings: Settings, conf: dict | None = None,
     print(f"    ok (log: {log})", flush=True)
 
 
-def _published(settings: Settings, day: str) -> str | None:
-    pointer = settings.storage_path / "datasets" / "_by_date" / f"{day}.json"
-    return json.loads(pointer.read_text())["version"] if pointer.exists() else None
-
-
 def what_changed(before: dict, after: dict) -> list[str]:
     """Human-readable differences between two registry snapshots."""
     old_versions = {v["version"] for v in before.get("versions", [])}
@@ -78,13 +74,12 @@ def run_demo(settings: Settings | None = None, max_steps: int | None = None) -> 
 
     for partition in partitions:
         day = partition.parent.name
-        previous = _published(settings, day)
+        previous = version_for_date(day, settings)
         _trigger("curate_dataset", settings, logical_date=day)
-        current = _published(settings, day)
+        current = version_for_date(day, settings)
         print(f"    {day}: " + (f"unchanged, still {current}" if current == previous
                                else f"published {current}"), flush=True)
 
-    from modelyard.catalog import latest_version
     from modelyard.registry import find_versions
 
     dataset_version = latest_version(settings)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from curation_planting import edited, long_record, read_jsonl, write_lines
 
-from modelyard.curation import REASONS, curate
+from modelyard.curation.pipeline import REASONS, curate
 from modelyard.sampledata import write_partition
 from modelyard.settings import CurationSettings
 

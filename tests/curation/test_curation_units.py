@@ -62,7 +62,7 @@ def test_minhash_estimates_jaccard_and_ignores_unrelated_text() -> None:
 
 
 def test_classifier_rejects_junk_and_keeps_good(tmp_path) -> None:
-    from modelyard.curation import curate
+    from modelyard.curation.pipeline import curate
 
     good = [
         {

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,18 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.airflow_env import airflow_env, stop_process_group
+from modelyard.airflow_env import VENV_BIN, airflow_env, stop_process_group
 from modelyard.settings import Settings
+from tests.net import free_port
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
+AIRFLOW = str(VENV_BIN / "airflow")
 # (name, queues, concurrency): one worker per queue, named so each task's worker is provable.
 WORKERS = [("default", "default", 2), ("gpu", "gpu", 1)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _redis_answers(port: int) -> bool:

@@ -7,7 +7,6 @@ backfill. Re-running the backfill republishes the same versions and emits no new
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import urllib.error
 import urllib.request
@@ -18,17 +17,12 @@ import pytest
 
 from modelyard.airflow_env import airflow, running_airflow
 from modelyard.sampledata import write_partition
+from tests.net import free_port
 from tests.orchestration.api import AirflowAPI
 
 pytestmark = pytest.mark.airflow
 DATES = ["2026-10-01", "2026-10-02", "2026-10-03"]
 MISSING = "2026-10-02"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _backfill_runs(api: AirflowAPI, backfills: int, timeout: float = 420) -> list[dict]:
@@ -57,7 +51,7 @@ def test_backfill_rebuilds_history_and_skips_the_missing_partition(airflow_setti
         if day != MISSING:
             write_partition(raw, date.fromisoformat(day), n=60)
 
-    with running_airflow(settings, port=_free_port()) as base_url:
+    with running_airflow(settings, port=free_port()) as base_url:
         api = AirflowAPI(base_url, Path(settings.home) / "airflow")
         airflow(["dags", "unpause", "curate_dataset"], settings, capture=True)
         _backfill(settings)

@@ -14,8 +14,8 @@ import pytest
 from evaluation.helpers import eval_sample, good_adapter, publish_dataset, train_result  # noqa: F401
 
 from modelyard.airflow_env import airflow, running_airflow
+from tests.net import free_port
 from tests.orchestration.api import AirflowAPI
-from tests.orchestration.test_backfill import _free_port
 
 pytestmark = pytest.mark.airflow
 RUNS = "/api/v2/dags/promote_model/dagRuns"
@@ -65,7 +65,7 @@ def test_production_waits_for_a_human(airflow_settings, canary_version, monkeypa
     monkeypatch.setenv("MODELYARD_GATE__REQUIRE_HUMAN_APPROVAL", "true")
     settings = airflow_settings
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
-    with running_airflow(settings, port=_free_port()) as base_url:
+    with running_airflow(settings, port=free_port()) as base_url:
         airflow(["dags", "unpause", "promote_model"], settings, capture=True)
         api = AirflowAPI(base_url, Path(settings.home) / "airflow")
 
