@@ -13,11 +13,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: demo test airflow mlflow-ui bench lint clean
 
 # torch is installed first and pinned so no other requirement can pull a CUDA build.
-$(STAMP): requirements.txt trainer/requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q torch==2.13.0 -r requirements.txt -r trainer/requirements.txt
+	$(BIN)/pip install -q torch==2.13.0 -r requirements.txt -r trainer/requirements.txt \
+		-r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
@@ -34,6 +35,11 @@ airflow: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/python -m modelyard.airflow_env mlflow-ui
+
+# ruff is pinned in requirements-dev.txt; CI runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python bench/dag_parse.py
