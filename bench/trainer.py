@@ -31,15 +31,26 @@ def sample_dataset(root: Path) -> Path:
 def run_config(args: argparse.Namespace, model: Path, dataset: Path, run_root: Path) -> Path:
     """One measured run: evaluation and checkpointing only once, at the end."""
     cfg = {
-        "backend": args.backend, "base_model": str(model),
-        "train_file": str(dataset / "train.jsonl"), "eval_file": str(dataset / "eval.jsonl"),
-        "output_dir": str(run_root / "run"), "max_seq_length": args.max_seq_length,
-        "lora": {"r": 16, "alpha": 32}, "load_in_4bit": args.load_in_4bit,
-        "learning_rate": 5e-3, "max_steps": args.steps, "batch_size": args.batch_size,
-        "eval_steps": args.steps, "save_steps": args.steps,
-        "logging_steps": max(1, args.steps // 10), "early_stopping_patience": None,
-        "mlflow": {"tracking_uri": f"sqlite:///{run_root / 'mlflow.db'}",
-                   "artifact_location": str(run_root / "artifacts"), "experiment": "bench"},
+        "backend": args.backend,
+        "base_model": str(model),
+        "train_file": str(dataset / "train.jsonl"),
+        "eval_file": str(dataset / "eval.jsonl"),
+        "output_dir": str(run_root / "run"),
+        "max_seq_length": args.max_seq_length,
+        "lora": {"r": 16, "alpha": 32},
+        "load_in_4bit": args.load_in_4bit,
+        "learning_rate": 5e-3,
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "eval_steps": args.steps,
+        "save_steps": args.steps,
+        "logging_steps": max(1, args.steps // 10),
+        "early_stopping_patience": None,
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{run_root / 'mlflow.db'}",
+            "artifact_location": str(run_root / "artifacts"),
+            "experiment": "bench",
+        },
     }
     path = run_root / "config.json"
     path.write_text(json.dumps(cfg))

@@ -52,10 +52,14 @@ def curate_dataset():
         """Emit the Asset event only for a version that did not exist before."""
         if not published["new"]:
             raise AirflowSkipException(f"version {published['version']} already announced")
-        yield Metadata(CURATED_DATASET, extra={
-            "version": published["version"], "path": published["path"],
-            "partition": published["partition"],
-        })
+        yield Metadata(
+            CURATED_DATASET,
+            extra={
+                "version": published["version"],
+                "path": published["path"],
+                "partition": published["partition"],
+            },
+        )
 
     curated = curate()
     announce(publish(curated, validate(curated)))

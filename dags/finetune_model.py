@@ -27,8 +27,9 @@ _training = get_settings().training
     tags=["modelyard", "training"],
     doc_md=__doc__,
     params={
-        "dataset_version": Param("", type="string",
-                                 description="empty = the triggering Asset event, else latest"),
+        "dataset_version": Param(
+            "", type="string", description="empty = the triggering Asset event, else latest"
+        ),
         "base_model": Param("", type="string", description="path or hub id; empty = default"),
         "backend": Param(_training.backend, enum=["auto", "hf", "unsloth"]),
         "lora_r": Param(_training.lora_r, type="integer", minimum=1, maximum=256),
@@ -42,8 +43,9 @@ def finetune_model():
         from modelyard.catalog import resolve_training_input
 
         events = triggering_asset_events[CURATED_DATASET] if triggering_asset_events else []
-        return resolve_training_input(params, [e.extra for e in events],
-                                      get_current_context()["run_id"])
+        return resolve_training_input(
+            params, [e.extra for e in events], get_current_context()["run_id"]
+        )
 
     @task(
         queue="gpu",

@@ -26,11 +26,15 @@ ACTOR = "airflow:promote_model"
     tags=["modelyard", "registry"],
     doc_md=__doc__,
     params={
-        "rollback": Param(False, type="boolean",
-                          description="point production back at the last known good version"),
+        "rollback": Param(
+            False,
+            type="boolean",
+            description="point production back at the last known good version",
+        ),
         "to": Param("canary", enum=["canary", "production"]),
-        "version": Param("", type="string",
-                         description="empty = the version holding the stage below"),
+        "version": Param(
+            "", type="string", description="empty = the version holding the stage below"
+        ),
         "reason": Param("promoted from the Airflow UI", type="string"),
     },
 )
@@ -55,16 +59,25 @@ def promote_model():
     def promote(params: dict | None = None) -> dict:
         from modelyard.registry import promote as promote_version
 
-        return promote_version(get_settings(), to=params["to"], actor=ACTOR,
-                               reason=params["reason"], dag_run_id=get_current_context()["run_id"],
-                               version=params["version"] or None)
+        return promote_version(
+            get_settings(),
+            to=params["to"],
+            actor=ACTOR,
+            reason=params["reason"],
+            dag_run_id=get_current_context()["run_id"],
+            version=params["version"] or None,
+        )
 
     @task
     def rollback(params: dict | None = None) -> dict:
         from modelyard.registry import rollback as rollback_production
 
-        return rollback_production(get_settings(), actor=ACTOR, reason=params["reason"],
-                                   dag_run_id=get_current_context()["run_id"])
+        return rollback_production(
+            get_settings(),
+            actor=ACTOR,
+            reason=params["reason"],
+            dag_run_id=get_current_context()["run_id"],
+        )
 
     branch = route()
     promoted = promote()

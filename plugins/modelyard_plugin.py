@@ -10,5 +10,12 @@ from modelyard.registry_page import create_app
 class ModelyardPlugin(AirflowPlugin):
     name = "modelyard"
     fastapi_apps = [{"app": create_app(), "url_prefix": "/modelyard", "name": "modelyard registry"}]
-    external_views = [{"name": "Model registry", "href": "/modelyard/", "destination": "nav",
-                       "category": "browse", "url_route": "modelyard"}]
+    external_views = [
+        {
+            "name": "Model registry",
+            "href": "/modelyard/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "modelyard",
+        }
+    ]

@@ -25,8 +25,9 @@ def _answers(host: str, port: int) -> bool:
     try:
         import psycopg2
 
-        psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres",
-                         connect_timeout=3).close()
+        psycopg2.connect(
+            host=host, port=port, user="postgres", dbname="postgres", connect_timeout=3
+        ).close()
         return True
     except Exception:  # noqa: BLE001 - any failure means "not usable", we then start our own
         return False
@@ -50,17 +51,35 @@ def postgres_server(workdir: Path) -> Iterator[tuple[str, int]]:
     run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
     if run_as:
         subprocess.run(["chown", "-R", "postgres", str(workdir)], check=True)
-    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
     # -l: the server must not inherit our pipes, or run() would wait for it to exit
-    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-w", "-l", str(workdir / "pg.log"), "-o",
-                    f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            *run_as,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(workdir / "pg.log"),
+            "-o",
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield "127.0.0.1", port
     finally:
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*run_as, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True
+        )
 
 
 def _admin(host: str, port: int, statement: str) -> None:

@@ -38,17 +38,23 @@ def resolve_backend(cfg: TrainerConfig) -> str:
     if cfg.backend == "unsloth":
         # Checked before importing unsloth: its import raises on machines without a GPU.
         if not gpu:
-            raise BackendError("backend: unsloth needs an NVIDIA GPU and torch sees none; "
-                               "use backend=hf (or auto) on this machine")
+            raise BackendError(
+                "backend: unsloth needs an NVIDIA GPU and torch sees none; "
+                "use backend=hf (or auto) on this machine"
+            )
         if not _unsloth_installed():
-            raise BackendError("backend: unsloth is not installed in this environment "
-                               "(pip install -r trainer/requirements-gpu.txt)")
+            raise BackendError(
+                "backend: unsloth is not installed in this environment "
+                "(pip install -r trainer/requirements-gpu.txt)"
+            )
     backend = cfg.backend
     if backend == "auto":
         backend = "unsloth" if gpu and _unsloth_installed() else "hf"
     if cfg.export == "gguf" and backend != "unsloth":
-        raise BackendError(f"export: gguf is produced by Unsloth's save_pretrained_gguf and "
-                           f"needs backend=unsloth on a GPU (resolved backend: {backend})")
+        raise BackendError(
+            f"export: gguf is produced by Unsloth's save_pretrained_gguf and "
+            f"needs backend=unsloth on a GPU (resolved backend: {backend})"
+        )
     return backend
 
 
@@ -92,23 +98,33 @@ def _load_hf(cfg: TrainerConfig) -> tuple[Any, Any]:
     if quantize:
         compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, revision=cfg.base_revision)
     if quantize:
         model = prepare_model_for_kbit_training(model)
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora), tokenizer
 
 
 def export(model: Any, tokenizer: Any, cfg: TrainerConfig, backend: str, out_dir: Path) -> None:
     """Write the merged (or GGUF) model into ``out_dir``; the adapter is saved separately."""
     if cfg.export == "gguf":
-        model.save_pretrained_gguf(str(out_dir), tokenizer,
-                                   quantization_method=cfg.gguf_quantization)
+        model.save_pretrained_gguf(
+            str(out_dir), tokenizer, quantization_method=cfg.gguf_quantization
+        )
     elif backend == "unsloth":
         model.save_pretrained_merged(str(out_dir), tokenizer, save_method="merged_16bit")
     else:

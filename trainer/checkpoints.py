@@ -18,8 +18,7 @@ from transformers import TrainerCallback
 log = logging.getLogger(__name__)
 
 SEAL = "modelyard-sealed.json"
-REQUIRED_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt",
-                  "scheduler.pt")
+REQUIRED_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -46,8 +45,11 @@ def latest_resumable(checkpoints_dir: Path) -> Path | None:
     """The newest sealed, complete checkpoint; half-written newer ones are skipped (and logged)."""
     if not checkpoints_dir.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in checkpoints_dir.iterdir()
-             if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
+    found = [
+        (int(m.group(1)), p)
+        for p in checkpoints_dir.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and p.is_dir()
+    ]
     for _, path in sorted(found, reverse=True):
         if is_resumable(path):
             return path
@@ -99,8 +101,11 @@ def restore_from_mirror(mirror_dir: str, checkpoints_dir: Path) -> Path | None:
     fs, root = fsspec.core.url_to_fs(f"{mirror_dir.rstrip('/')}/checkpoints")
     if not fs.exists(root):
         return None
-    found = [(int(m.group(1)), path) for path in fs.ls(root, detail=False)
-             if (m := _CHECKPOINT.match(path.rstrip("/").rsplit("/", 1)[-1]))]
+    found = [
+        (int(m.group(1)), path)
+        for path in fs.ls(root, detail=False)
+        if (m := _CHECKPOINT.match(path.rstrip("/").rsplit("/", 1)[-1]))
+    ]
     for _, remote in sorted(found, reverse=True):
         if not fs.exists(f"{remote.rstrip('/')}/{SEAL}"):
             log.warning("skipping unsealed mirrored checkpoint %s", remote)

@@ -27,8 +27,15 @@ class LoraConfig(_Strict):
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                 "gate_proj", "up_proj", "down_proj"],
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
         min_length=1,
     )
 
@@ -47,8 +54,10 @@ class TrainerConfig(_Strict):
     base_revision: str | None = None
     train_file: Path
     eval_file: Path | None = Field(
-        None, description="validation data for eval loss and early stopping; default: "
-                          "validation_fraction of train_file. Never the held-out eval suite.")
+        None,
+        description="validation data for eval loss and early stopping; default: "
+        "validation_fraction of train_file. Never the held-out eval suite.",
+    )
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     output_dir: Path = Field(description="the run dir: checkpoints, adapter, result.json")
     mirror_dir: str | None = Field(None, description="local path or s3://..., via fsspec")
@@ -78,8 +87,10 @@ class TrainerConfig(_Strict):
     def _check_intervals(self) -> TrainerConfig:
         # load_best_model_at_end needs every save step to have an eval to compare.
         if self.save_steps % self.eval_steps:
-            raise ValueError(f"save_steps: {self.save_steps} must be a multiple of "
-                             f"eval_steps ({self.eval_steps})")
+            raise ValueError(
+                f"save_steps: {self.save_steps} must be a multiple of "
+                f"eval_steps ({self.eval_steps})"
+            )
         return self
 
     def recipe(self) -> dict:
@@ -146,12 +157,15 @@ def check_against_model(cfg: TrainerConfig) -> None:
     try:
         model_config = AutoConfig.from_pretrained(base, revision=cfg.base_revision)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"base_model: cannot read the config of {base!r}: "
-                          f"{str(err).splitlines()[0]}") from None
+        raise ConfigError(
+            f"base_model: cannot read the config of {base!r}: {str(err).splitlines()[0]}"
+        ) from None
     limit = getattr(model_config, "max_position_embeddings", None)
     if limit is not None and cfg.max_seq_length > limit:
-        raise ConfigError(f"max_seq_length: {cfg.max_seq_length} exceeds the model's "
-                          f"max_position_embeddings ({limit})")
+        raise ConfigError(
+            f"max_seq_length: {cfg.max_seq_length} exceeds the model's "
+            f"max_position_embeddings ({limit})"
+        )
     for name in ("train_file", "eval_file"):
         path = getattr(cfg, name)
         if path is not None and not path.is_file():

@@ -20,10 +20,17 @@ class TorchLogProb:
     """Same call signature and outputs as ``trl.kernels.ChunkedLogProbFunction.apply``."""
 
     @staticmethod
-    def apply(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-              targets: torch.Tensor, temperature: float, chunk_size: int,
-              final_logit_softcapping: float | None = None, logit_scale: float = 1.0,
-              outputs: tuple[str, ...] = ()) -> tuple[torch.Tensor | None, ...]:
+    def apply(
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        temperature: float,
+        chunk_size: int,
+        final_logit_softcapping: float | None = None,
+        logit_scale: float = 1.0,
+        outputs: tuple[str, ...] = (),
+    ) -> tuple[torch.Tensor | None, ...]:
         logits = F.linear(hidden, weight, bias).float() * logit_scale
         if final_logit_softcapping is not None:
             logits = final_logit_softcapping * torch.tanh(logits / final_logit_softcapping)

@@ -33,8 +33,13 @@ def start_run(cfg: TrainerConfig) -> str:
         run_id = json.loads(id_file.read_text(encoding="utf-8"))["run_id"]
     if run_id is None:
         experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
-        experiment_id = (experiment.experiment_id if experiment else mlflow.create_experiment(
-            cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location))
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else mlflow.create_experiment(
+                cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location
+            )
+        )
         run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.mlflow.run_name)
     else:
         run = mlflow.start_run(run_id=run_id)
@@ -87,8 +92,11 @@ class MlflowMetrics(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        metrics = {_RENAMES.get(k, k): float(v) for k, v in logs.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {
+            _RENAMES.get(k, k): float(v)
+            for k, v in logs.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         tokens = logs.get("num_tokens")
         if tokens is not None:
             if self._last_tokens is not None and self._step_seconds > 0:
@@ -113,8 +121,12 @@ def plot_losses(log_history: list[dict], path: Path) -> Path:
     for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
         steps = [row["step"] for row in log_history if key in row]
         if steps:
-            ax.plot(steps, [row[key] for row in log_history if key in row], label=label,
-                    marker="." if key == "eval_loss" else None)
+            ax.plot(
+                steps,
+                [row[key] for row in log_history if key in row],
+                label=label,
+                marker="." if key == "eval_loss" else None,
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
@@ -124,12 +136,28 @@ def plot_losses(log_history: list[dict], path: Path) -> Path:
     return path
 
 
-def model_card(cfg: TrainerConfig, backend: str, metrics: dict[str, float],
-               best_checkpoint: str | None) -> str:
-    hyper = "\n".join(f"| {k} | {v} |" for k, v in flat_params(cfg).items()
-                      if k.startswith(("lora.", "learning_rate", "lr_scheduler", "max_",
-                                       "num_epochs", "batch_size", "grad_accum", "seed",
-                                       "load_in_4bit", "warmup_ratio", "weight_decay")))
+def model_card(
+    cfg: TrainerConfig, backend: str, metrics: dict[str, float], best_checkpoint: str | None
+) -> str:
+    hyper = "\n".join(
+        f"| {k} | {v} |"
+        for k, v in flat_params(cfg).items()
+        if k.startswith(
+            (
+                "lora.",
+                "learning_rate",
+                "lr_scheduler",
+                "max_",
+                "num_epochs",
+                "batch_size",
+                "grad_accum",
+                "seed",
+                "load_in_4bit",
+                "warmup_ratio",
+                "weight_decay",
+            )
+        )
+    )
     results = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items()))
     return f"""# LoRA adapter for {cfg.base_model}
 

@@ -124,12 +124,26 @@ def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
     return result
 
 
-def _train(cfg: TrainerConfig, backend: str, model: Any, tokenizer: Any, train_ds: Dataset,
-           eval_ds: Dataset, resume: Path | None, run_id: str) -> dict[str, Any]:
+def _train(
+    cfg: TrainerConfig,
+    backend: str,
+    model: Any,
+    tokenizer: Any,
+    train_ds: Dataset,
+    eval_ds: Dataset,
+    resume: Path | None,
+    run_id: str,
+) -> dict[str, Any]:
     run_dir = cfg.output_dir
     mlflow.log_params(flat_params(cfg))
-    mlflow.set_tags({"backend": backend, "base_model": cfg.base_model,
-                     "data_version": cfg.data_version or "", "config_hash": cfg.config_hash()})
+    mlflow.set_tags(
+        {
+            "backend": backend,
+            "base_model": cfg.base_model,
+            "data_version": cfg.data_version or "",
+            "config_hash": cfg.config_hash(),
+        }
+    )
     mlflow.log_dict(cfg.model_dump(mode="json"), "config/trainer_config.json")
 
     metrics_cb = MlflowMetrics()
@@ -137,9 +151,14 @@ def _train(cfg: TrainerConfig, backend: str, model: Any, tokenizer: Any, train_d
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     ensure_logprob_kernel()
-    trainer = SFTTrainer(model=model, args=sft_config(cfg, backend, resume is not None),
-                         train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(cfg, backend, resume is not None),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
     if resume is not None:
         log.info("resumed from %s", resume.name)
     train_out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

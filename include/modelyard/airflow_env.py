@@ -52,12 +52,16 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     return env
 
 
-def airflow(args: list[str], settings: Settings, check: bool = True,
-            capture: bool = False) -> subprocess.CompletedProcess:
+def airflow(
+    args: list[str], settings: Settings, check: bool = True, capture: bool = False
+) -> subprocess.CompletedProcess:
     """Run one ``airflow`` CLI command against the embedded home."""
     return subprocess.run(
-        [str(VENV_BIN / "airflow"), *args], env=airflow_env(settings),
-        check=check, text=True, capture_output=capture,
+        [str(VENV_BIN / "airflow"), *args],
+        env=airflow_env(settings),
+        check=check,
+        text=True,
+        capture_output=capture,
     )
 
 
@@ -69,20 +73,30 @@ def init_airflow(settings: Settings) -> None:
 
 
 @contextmanager
-def running_airflow(settings: Settings, port: int = 8080, timeout: float = 180.0,
-                    log_file: Path | None = None) -> Iterator[str]:
+def running_airflow(
+    settings: Settings, port: int = 8080, timeout: float = 180.0, log_file: Path | None = None
+) -> Iterator[str]:
     """Run ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) on the
     embedded home until the context exits; yields the API base URL once the scheduler is up."""
     init_airflow(settings)
     base_url = f"http://127.0.0.1:{port}"
     env = airflow_env(settings)
-    env.update({"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base_url,
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/"})
+    env.update(
+        {
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        }
+    )
     log_file = log_file or Path(settings.home) / "airflow" / "standalone.log"
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "airflow"), "standalone"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_healthy(base_url, proc, timeout, log_file)
         yield base_url
@@ -139,14 +153,25 @@ def main(argv: list[str]) -> None:
     if argv == ["standalone"]:
         init_airflow(settings)
         passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
-        print(f"Airflow UI: http://localhost:8080 (user admin; password in {passwords})",
-              flush=True)
+        print(
+            f"Airflow UI: http://localhost:8080 (user admin; password in {passwords})", flush=True
+        )
         _exec(["airflow", "standalone"], airflow_env(settings))
     elif argv == ["mlflow-ui"]:
         Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
-        _exec(["mlflow", "ui", "--backend-store-uri", settings.tracking_uri,
-               "--default-artifact-root", settings.artifact_root, "--port", "5000"],
-              os.environ.copy())
+        _exec(
+            [
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                settings.tracking_uri,
+                "--default-artifact-root",
+                settings.artifact_root,
+                "--port",
+                "5000",
+            ],
+            os.environ.copy(),
+        )
     else:
         raise SystemExit("usage: python -m modelyard.airflow_env standalone|mlflow-ui")
 

@@ -43,15 +43,17 @@ def run_name_for(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
 
 
-def resolve_training_input(params: dict, event_extras: list[dict], run_id: str,
-                           settings: Settings | None = None) -> dict:
+def resolve_training_input(
+    params: dict, event_extras: list[dict], run_id: str, settings: Settings | None = None
+) -> dict:
     """Pick the dataset version (Param, else newest triggering event, else latest) and build
     the trainer config for this DAG run."""
     from modelyard.training import build_trainer_config
 
     settings = settings or get_settings()
-    version = (params.get("dataset_version") or
-               (event_extras[-1]["version"] if event_extras else latest_version(settings)))
+    version = params.get("dataset_version") or (
+        event_extras[-1]["version"] if event_extras else latest_version(settings)
+    )
     dataset = load_manifest(version, settings)
     config = build_trainer_config(params, dataset["path"], run_name_for(run_id), settings)
     return {"dataset": dataset, "trainer_config": config}

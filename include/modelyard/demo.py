@@ -30,8 +30,9 @@ def _status(settings: Settings) -> dict:
     return status(settings)
 
 
-def _trigger(dag_id: str, settings: Settings, conf: dict | None = None,
-             logical_date: str | None = None) -> None:
+def _trigger(
+    dag_id: str, settings: Settings, conf: dict | None = None, logical_date: str | None = None
+) -> None:
     """One DAG run through Airflow; its (long) log goes to a file, its verdict to stdout."""
     args = ["dags", "test", dag_id]
     if logical_date:
@@ -53,8 +54,11 @@ def _trigger(dag_id: str, settings: Settings, conf: dict | None = None,
 def what_changed(before: dict, after: dict) -> list[str]:
     """Human-readable differences between two registry snapshots."""
     old_versions = {v["version"] for v in before.get("versions", [])}
-    changes = [f"new version {v['version']} (gate: {v.get('gate_decision', '?')})"
-               for v in after.get("versions", []) if v["version"] not in old_versions]
+    changes = [
+        f"new version {v['version']} (gate: {v.get('gate_decision', '?')})"
+        for v in after.get("versions", [])
+        if v["version"] not in old_versions
+    ]
     for alias, version in sorted(after.get("aliases", {}).items()):
         previous = before.get("aliases", {}).get(alias)
         if previous != version:
@@ -77,8 +81,11 @@ def run_demo(settings: Settings | None = None, max_steps: int | None = None) -> 
         previous = version_for_date(day, settings)
         _trigger("curate_dataset", settings, logical_date=day)
         current = version_for_date(day, settings)
-        print(f"    {day}: " + (f"unchanged, still {current}" if current == previous
-                               else f"published {current}"), flush=True)
+        print(
+            f"    {day}: "
+            + (f"unchanged, still {current}" if current == previous else f"published {current}"),
+            flush=True,
+        )
 
     from modelyard.registry import find_versions
 

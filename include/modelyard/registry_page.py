@@ -13,9 +13,11 @@ from html import escape
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
-STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5rem}table{border-collapse:collapse;"
-         "margin-bottom:2rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
-         ".pass{color:#17692e}.fail{color:#a4161a}")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5rem}table{border-collapse:collapse;"
+    "margin-bottom:2rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
+    ".pass{color:#17692e}.fail{color:#a4161a}"
+)
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
@@ -30,26 +32,61 @@ def render(status: dict) -> str:
     for v in status.get("versions", []):
         decision = str(v.get("gate_decision", ""))
         css = "pass" if decision == "passed" else "fail"
-        metrics = ", ".join(f"{k}={val:.3f}" if isinstance(val, float) else f"{k}={val}"
-                            for k, val in sorted(v.get("metrics", {}).items()))
-        versions.append([escape(str(v["version"])),
-                         escape(", ".join(v.get("aliases", []))),
-                         f'<span class="{css}">{escape(decision)}</span>',
-                         escape(str(v.get("dataset_version", ""))),
-                         escape(str(v.get("suite_version", ""))),
-                         escape(str(v.get("base_model", ""))), escape(metrics)])
-    ledger = [[escape(str(e.get(k) or "")) for k in ("at", "actor", "action", "version",
-                                                       "from_stage", "to_stage", "from_version",
-                                                       "reason", "dag_run_id")]
-              for e in reversed(status.get("ledger", []))]
-    return (f"<!doctype html><html><head><title>modelyard registry</title><style>{STYLE}</style>"
-            f"</head><body><h1>{escape(str(status.get('model', '')))}</h1><h2>Versions</h2>"
-            + _table(["version", "aliases", "gate", "dataset", "eval suite", "base", "metrics"],
-                     versions)
-            + "<h2>Promotion ledger</h2>"
-            + _table(["at", "who", "action", "version", "from stage", "to stage",
-                      "replaced version", "why", "DAG run"], ledger)
-            + "</body></html>")
+        metrics = ", ".join(
+            f"{k}={val:.3f}" if isinstance(val, float) else f"{k}={val}"
+            for k, val in sorted(v.get("metrics", {}).items())
+        )
+        versions.append(
+            [
+                escape(str(v["version"])),
+                escape(", ".join(v.get("aliases", []))),
+                f'<span class="{css}">{escape(decision)}</span>',
+                escape(str(v.get("dataset_version", ""))),
+                escape(str(v.get("suite_version", ""))),
+                escape(str(v.get("base_model", ""))),
+                escape(metrics),
+            ]
+        )
+    ledger = [
+        [
+            escape(str(e.get(k) or ""))
+            for k in (
+                "at",
+                "actor",
+                "action",
+                "version",
+                "from_stage",
+                "to_stage",
+                "from_version",
+                "reason",
+                "dag_run_id",
+            )
+        ]
+        for e in reversed(status.get("ledger", []))
+    ]
+    return (
+        f"<!doctype html><html><head><title>modelyard registry</title><style>{STYLE}</style>"
+        f"</head><body><h1>{escape(str(status.get('model', '')))}</h1><h2>Versions</h2>"
+        + _table(
+            ["version", "aliases", "gate", "dataset", "eval suite", "base", "metrics"], versions
+        )
+        + "<h2>Promotion ledger</h2>"
+        + _table(
+            [
+                "at",
+                "who",
+                "action",
+                "version",
+                "from stage",
+                "to stage",
+                "replaced version",
+                "why",
+                "DAG run",
+            ],
+            ledger,
+        )
+        + "</body></html>"
+    )
 
 
 def _status() -> dict:

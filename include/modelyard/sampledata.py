@@ -15,13 +15,50 @@ from datetime import date, timedelta
 from pathlib import Path
 
 NAMES = [
-    "Alice", "Bruno", "Chen", "Dana", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas",
-    "Kaito", "Lena", "Mateo", "Nadia", "Oskar", "Priya", "Quinn", "Rosa", "Sami", "Tara",
-    "Umar", "Vera", "Wei", "Ximena", "Yara", "Zoltan",
+    "Alice",
+    "Bruno",
+    "Chen",
+    "Dana",
+    "Elif",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kaito",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Oskar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wei",
+    "Ximena",
+    "Yara",
+    "Zoltan",
 ]
 CITIES = [
-    "Paris", "Lima", "Oslo", "Cairo", "Delhi", "Tokyo", "Quito", "Rome", "Seoul", "Dakar",
-    "Lagos", "Porto", "Riga", "Hanoi", "Accra", "Kyiv",
+    "Paris",
+    "Lima",
+    "Oslo",
+    "Cairo",
+    "Delhi",
+    "Tokyo",
+    "Quito",
+    "Rome",
+    "Seoul",
+    "Dakar",
+    "Lagos",
+    "Porto",
+    "Riga",
+    "Hanoi",
+    "Accra",
+    "Kyiv",
 ]
 JOBS = ["baker", "pilot", "nurse", "farmer", "painter", "teacher", "chemist", "sailor"]
 TEMPLATES = [
@@ -46,10 +83,12 @@ def _record(rng: random.Random, i: int) -> dict:
     if shape == 0:
         return {"prompt": f"{INSTRUCTION}\n{sentence}", "completion": answer}
     if shape == 1:
-        return {"messages": [
-            {"role": "user", "content": f"{INSTRUCTION}\n{sentence}"},
-            {"role": "assistant", "content": answer},
-        ]}
+        return {
+            "messages": [
+                {"role": "user", "content": f"{INSTRUCTION}\n{sentence}"},
+                {"role": "assistant", "content": answer},
+            ]
+        }
     return {"instruction": INSTRUCTION, "input": sentence, "output": answer}
 
 
@@ -69,12 +108,19 @@ def curated_records(n: int, seed: int = 0) -> list[dict]:
         if record_id in seen:
             continue
         seen.add(record_id)
-        records.append({
-            "id": record_id, "prompt": prompt, "completion": answer,
-            "messages": [{"role": "user", "content": prompt},
-                         {"role": "assistant", "content": answer}],
-            "source": {"file": "sample", "line": len(records) + 1}, "quality_score": None,
-        })
+        records.append(
+            {
+                "id": record_id,
+                "prompt": prompt,
+                "completion": answer,
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": answer},
+                ],
+                "source": {"file": "sample", "line": len(records) + 1},
+                "quality_score": None,
+            }
+        )
     return records
 
 
@@ -83,7 +129,8 @@ def write_curated(out_dir: Path, train: list[dict], held_out: list[dict]) -> Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, rows in (("train", train), ("eval", held_out)):
         (out_dir / f"{split}.jsonl").write_text(
-            "".join(json.dumps({**r, "split": split}) + "\n" for r in rows), encoding="utf-8")
+            "".join(json.dumps({**r, "split": split}) + "\n" for r in rows), encoding="utf-8"
+        )
     return out_dir
 
 

@@ -82,21 +82,29 @@ class GateSettings(BaseModel):
     """
 
     primary_metric: str = "rouge_l"
-    thresholds: dict[str, MetricThreshold] = Field(default_factory=lambda: {
-        "rouge_l": MetricThreshold(threshold=0.3, min_absolute_change=0.0),
-        "format_validity": MetricThreshold(threshold=0.5),
-        "exact_match": MetricThreshold(min_absolute_change=-0.05),
-    })
+    thresholds: dict[str, MetricThreshold] = Field(
+        default_factory=lambda: {
+            "rouge_l": MetricThreshold(threshold=0.3, min_absolute_change=0.0),
+            "format_validity": MetricThreshold(threshold=0.5),
+            "exact_match": MetricThreshold(min_absolute_change=-0.05),
+        }
+    )
     leak_ngram: int = Field(8, ge=1, description="word n-gram size of the independent leak check")
-    leak_coverage: float = Field(0.8, gt=0.0, le=1.0,
-                                 description="share of a suite record's n-grams in train = leak")
+    leak_coverage: float = Field(
+        0.8, gt=0.0, le=1.0, description="share of a suite record's n-grams in train = leak"
+    )
     suite_metrics: list[str] = Field(
         default_factory=lambda: ["exact_match", "rouge_l", "bleu", "format_validity"],
-        description="shipped metric names or paths of metric modules, frozen into new suites")
-    json_schema: dict | None = Field(default_factory=lambda: {
-        "type": "object", "required": ["name", "job", "city"],
-        "properties": {k: {"type": "string"} for k in ("name", "job", "city")},
-    }, description="schema format_validity checks, frozen into new suites")
+        description="shipped metric names or paths of metric modules, frozen into new suites",
+    )
+    json_schema: dict | None = Field(
+        default_factory=lambda: {
+            "type": "object",
+            "required": ["name", "job", "city"],
+            "properties": {k: {"type": "string"} for k in ("name", "job", "city")},
+        },
+        description="schema format_validity checks, frozen into new suites",
+    )
     max_new_tokens: int = 48
     eval_batch_size: int = 16
     require_human_approval: bool = False
@@ -106,8 +114,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELYARD_", env_nested_delimiter="__")
 
     home: Path = Field(Path(".local").resolve(), description="root of the embedded default")
-    storage_root: str = Field("", description="local path or s3://bucket/prefix; "
-                                              "default <home>/data")
+    storage_root: str = Field(
+        "", description="local path or s3://bucket/prefix; default <home>/data"
+    )
     mlflow_tracking_uri: str = Field("", description="default sqlite:///<home>/mlflow/mlflow.db")
     mlflow_artifact_root: str = Field("", description="default <home>/mlflow/artifacts")
     registered_model: str = "modelyard-assistant"

@@ -33,8 +33,9 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
-def build_trainer_config(params: dict[str, Any], dataset_dir: str, run_name: str,
-                         settings: Settings) -> dict[str, Any]:
+def build_trainer_config(
+    params: dict[str, Any], dataset_dir: str, run_name: str, settings: Settings
+) -> dict[str, Any]:
     """The trainer config of one DAG run; ``params`` are the DAG Params (missing ones: settings).
 
     With remote storage (s3://...) the trainer works in a local run dir under ``home`` and
@@ -64,8 +65,12 @@ def build_trainer_config(params: dict[str, Any], dataset_dir: str, run_name: str
         "eval_steps": t.eval_steps,
         "save_steps": t.save_steps,
         "early_stopping_patience": t.early_stopping_patience,
-        "mlflow": {"tracking_uri": settings.tracking_uri, "experiment": t.experiment,
-                   "run_name": run_name, "artifact_location": settings.artifact_root},
+        "mlflow": {
+            "tracking_uri": settings.tracking_uri,
+            "experiment": t.experiment,
+            "run_name": run_name,
+            "artifact_location": settings.artifact_root,
+        },
     }
 
 
@@ -77,8 +82,9 @@ def trainer_env_ok(settings: Settings) -> bool:
     """Whether the trainer interpreter can import the trainer and its training stack."""
     probe = "import trainer.train"  # pulls in torch, transformers, trl, peft, datasets, mlflow
     try:
-        done = subprocess.run([_trainer_python(settings), "-c", probe], check=False,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [_trainer_python(settings), "-c", probe], check=False, capture_output=True, text=True
+        )
     except OSError as err:
         log.warning("trainer env not usable: %s", err)
         return False
@@ -139,8 +145,9 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     # Text mode turns tqdm's carriage returns into line ends, so progress shows up line by line.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+    )
     log.info("started trainer (pid %d): %s", proc.pid, " ".join(cmd))
     try:
         with _forward_sigterm(proc):
@@ -154,6 +161,7 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
     finally:
         _stop(proc)  # an exception here (e.g. Airflow's execution timeout) must not orphan it
     if returncode != 0:
-        raise RuntimeError(f"trainer exited with code {returncode}; last output:\n"
-                           + "\n".join(tail))
+        raise RuntimeError(
+            f"trainer exited with code {returncode}; last output:\n" + "\n".join(tail)
+        )
     return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))

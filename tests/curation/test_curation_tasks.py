@@ -107,14 +107,38 @@ def test_cli_exit_codes(store: Settings, tmp_path: Path, capsys: pytest.CaptureF
 
     config = tmp_path / "overrides.yaml"
     config.write_text("near_dup_threshold: 0.9\neval_fraction: 0.25\n")
-    assert main(["curate", "--input", str(raw / "2026-11-20"), "--output", str(out),
-                 "--config", str(config)]) == 0
+    assert (
+        main(
+            [
+                "curate",
+                "--input",
+                str(raw / "2026-11-20"),
+                "--output",
+                str(out),
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "manifest.json").read_text())["settings"]["near_dup_threshold"] == 0.9
 
     assert main(["curate", "--input", str(tmp_path / "nope"), "--output", str(out)]) == 2
     config.write_text("eval_fraction: 2\n")
-    assert main(["curate", "--input", str(raw / "2026-11-20"), "--output", str(out),
-                 "--config", str(config)]) == 2
+    assert (
+        main(
+            [
+                "curate",
+                "--input",
+                str(raw / "2026-11-20"),
+                "--output",
+                str(out),
+                "--config",
+                str(config),
+            ]
+        )
+        == 2
+    )
     errors = capsys.readouterr().err.strip().splitlines()
     assert errors[0].startswith("modelyard: error: input not found")
     assert errors[1].startswith("modelyard: error: invalid config") and len(errors) == 2

@@ -16,21 +16,30 @@ import pytest
 from modelyard.sampledata import curated_records, write_curated
 
 
-def publish_dataset(storage: str, version: str, train: list[dict], evals: list[dict],
-                    leaked_to_train: int = 0) -> dict:
+def publish_dataset(
+    storage: str, version: str, train: list[dict], evals: list[dict], leaked_to_train: int = 0
+) -> dict:
     """Write a published dataset version the way curation lays it out; returns its manifest."""
     out = write_curated(Path(storage) / "datasets" / version, train, evals)
     manifest = {
-        "version": version, "content_hash": hashlib.sha256(version.encode()).hexdigest(),
-        "partition": "2026-01-01", "counts": {"train": len(train), "eval": len(evals)},
+        "version": version,
+        "content_hash": hashlib.sha256(version.encode()).hexdigest(),
+        "partition": "2026-01-01",
+        "counts": {"train": len(train), "eval": len(evals)},
         "contamination": {"leaked_to_train": leaked_to_train},
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return manifest
 
 
-def train_adapter(base_model: Path, records: list[dict], out_dir: Path, steps: int,
-                  seed: int = 0, lr: float = 5e-3) -> Path:
+def train_adapter(
+    base_model: Path,
+    records: list[dict],
+    out_dir: Path,
+    steps: int,
+    seed: int = 0,
+    lr: float = 5e-3,
+) -> Path:
     """A LoRA adapter from the real trainer (``hf`` backend, in-process), copied to ``out_dir``."""
     from trainer.config import parse_config
     from trainer.train import run
@@ -38,18 +47,43 @@ def train_adapter(base_model: Path, records: list[dict], out_dir: Path, steps: i
     work = out_dir.with_name(out_dir.name + "-run")
     data = write_curated(work / "data", records, records[: max(4, len(records) // 10)])
     interval = max(1, steps // 2)
-    cfg = parse_config({
-        "backend": "hf", "base_model": str(base_model), "train_file": str(data / "train.jsonl"),
-        "eval_file": str(data / "eval.jsonl"), "output_dir": str(work / "run"),
-        "max_seq_length": 128, "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
-                                        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                           "gate_proj", "up_proj", "down_proj"]},
-        "learning_rate": lr, "max_steps": steps, "batch_size": 16, "seed": seed,
-        "eval_steps": interval, "save_steps": interval, "logging_steps": interval,
-        "early_stopping_patience": None,
-        "mlflow": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
-                   "artifact_location": str(work / "artifacts"), "experiment": "adapters"},
-    })
+    cfg = parse_config(
+        {
+            "backend": "hf",
+            "base_model": str(base_model),
+            "train_file": str(data / "train.jsonl"),
+            "eval_file": str(data / "eval.jsonl"),
+            "output_dir": str(work / "run"),
+            "max_seq_length": 128,
+            "lora": {
+                "r": 16,
+                "alpha": 32,
+                "dropout": 0.0,
+                "target_modules": [
+                    "q_proj",
+                    "k_proj",
+                    "v_proj",
+                    "o_proj",
+                    "gate_proj",
+                    "up_proj",
+                    "down_proj",
+                ],
+            },
+            "learning_rate": lr,
+            "max_steps": steps,
+            "batch_size": 16,
+            "seed": seed,
+            "eval_steps": interval,
+            "save_steps": interval,
+            "logging_steps": interval,
+            "early_stopping_patience": None,
+            "mlflow": {
+                "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                "artifact_location": str(work / "artifacts"),
+                "experiment": "adapters",
+            },
+        }
+    )
     shutil.copytree(run(cfg, "hf")["adapter_dir"], out_dir)
     return out_dir
 
@@ -60,16 +94,26 @@ def train_result(settings, adapter_dir: Path, base_model: Path, name: str) -> di
 
     client = MlflowClient(settings.tracking_uri)
     exp = client.get_experiment_by_name("modelyard-finetune")
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        "modelyard-finetune", artifact_location=settings.artifact_root)
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(
+            "modelyard-finetune", artifact_location=settings.artifact_root
+        )
+    )
     run = client.create_run(exp_id, run_name=name)
     client.set_terminated(run.info.run_id)
-    return {"mlflow_run_id": run.info.run_id, "adapter_dir": str(adapter_dir),
-            "best_checkpoint": str(adapter_dir), "global_step": 1, "metrics": {},
-            "config_hash": hashlib.sha256(name.encode()).hexdigest()[:12],
-            "base_model": str(base_model), "base_revision": "local", "backend": "hf"}
-
-
+    return {
+        "mlflow_run_id": run.info.run_id,
+        "adapter_dir": str(adapter_dir),
+        "best_checkpoint": str(adapter_dir),
+        "global_step": 1,
+        "metrics": {},
+        "config_hash": hashlib.sha256(name.encode()).hexdigest()[:12],
+        "base_model": str(base_model),
+        "base_revision": "local",
+        "backend": "hf",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +123,9 @@ def eval_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict
     return {"train": records[:150], "eval": records[150:174], "later_eval": records[174:190]}
 
 
-def _adapter(tmp_path_factory, tiny_model: Path, sample: dict, name: str, steps: int,
-             seed: int = 0) -> Path:
+def _adapter(
+    tmp_path_factory, tiny_model: Path, sample: dict, name: str, steps: int, seed: int = 0
+) -> Path:
     """Trained once per pytest session: the cache dir is shared by every conftest importing this."""
     out = tmp_path_factory.getbasetemp() / "adapters" / name
     if not (out / "adapter_model.safetensors").exists():

@@ -24,16 +24,18 @@ def test_no_thresholds_approves_nothing() -> None:
 
 
 def test_primary_metric_without_change_bar_is_refused() -> None:
-    decision = decide(_gate(rouge_l=MetricThreshold(threshold=0.1)), {"rouge_l": 0.9},
-                      {"rouge_l": 0.1}, 0, [])
+    decision = decide(
+        _gate(rouge_l=MetricThreshold(threshold=0.1)), {"rouge_l": 0.9}, {"rouge_l": 0.1}, 0, []
+    )
     assert decision["failed"] == ["gate.primary_change"]
 
 
 def test_floor_margin_and_direction() -> None:
     up = metric_checks("rouge_l", MetricThreshold(threshold=0.5), {"rouge_l": 0.7}, {})
     assert up[0]["passed"] and up[0]["margin"] == pytest.approx(0.2)
-    down = metric_checks("eval_loss", MetricThreshold(threshold=2.0, greater_is_better=False),
-                         {"eval_loss": 2.5}, {})
+    down = metric_checks(
+        "eval_loss", MetricThreshold(threshold=2.0, greater_is_better=False), {"eval_loss": 2.5}, {}
+    )
     assert not down[0]["passed"] and down[0]["margin"] == pytest.approx(-0.5)
 
 
@@ -67,8 +69,9 @@ def test_relative_change() -> None:
 
 
 def test_missing_metric_fails_its_checks() -> None:
-    checks = metric_checks("bleu", MetricThreshold(threshold=0.1, min_absolute_change=0.0),
-                           {}, {"bleu": 0.2})
+    checks = metric_checks(
+        "bleu", MetricThreshold(threshold=0.1, min_absolute_change=0.0), {}, {"bleu": 0.2}
+    )
     assert [c["passed"] for c in checks] == [False, False]
     assert "missing" in checks[0]["detail"]
 
@@ -85,17 +88,26 @@ def test_contamination_blocks_and_missing_manifest_count_blocks() -> None:
 
 
 def test_every_failed_threshold_is_named() -> None:
-    gate = _gate(rouge_l=MetricThreshold(threshold=0.3, min_absolute_change=0.0),
-                 exact_match=MetricThreshold(min_absolute_change=-0.05))
-    decision = decide(gate, {"rouge_l": 0.1, "exact_match": 0.1}, {"rouge_l": 0.2,
-                      "exact_match": 0.3}, 0, [])
-    assert decision["failed"] == ["rouge_l.threshold", "rouge_l.min_absolute_change",
-                                  "exact_match.min_absolute_change"]
+    gate = _gate(
+        rouge_l=MetricThreshold(threshold=0.3, min_absolute_change=0.0),
+        exact_match=MetricThreshold(min_absolute_change=-0.05),
+    )
+    decision = decide(
+        gate, {"rouge_l": 0.1, "exact_match": 0.1}, {"rouge_l": 0.2, "exact_match": 0.3}, 0, []
+    )
+    assert decision["failed"] == [
+        "rouge_l.threshold",
+        "rouge_l.min_absolute_change",
+        "exact_match.min_absolute_change",
+    ]
 
 
 def test_registered_model_override_replaces_fields() -> None:
-    gate = resolve_gate(GateSettings(), '{"thresholds": {"bleu": {"threshold": 0.9, '
-                                        '"min_absolute_change": 0}}, "primary_metric": "bleu"}')
+    gate = resolve_gate(
+        GateSettings(),
+        '{"thresholds": {"bleu": {"threshold": 0.9, '
+        '"min_absolute_change": 0}}, "primary_metric": "bleu"}',
+    )
     assert gate.primary_metric == "bleu" and list(gate.thresholds) == ["bleu"]
     assert resolve_gate(GateSettings(), None) == GateSettings()
     with pytest.raises(ValueError, match=r"modelyard\.gate"):
@@ -113,11 +125,15 @@ def test_overlap_leaks_exact_and_by_ngram_coverage() -> None:
     def rec(rid: str, prompt: str, completion: str) -> dict:
         return {"id": rid, "prompt": prompt, "completion": completion}
 
-    train = [rec("t1", "Extract: Alice is a baker who lives in Paris.", '{"name": "Alice"}'),
-             rec("t2", "the quick brown fox jumps over the lazy dog again and again", "ok")]
+    train = [
+        rec("t1", "Extract: Alice is a baker who lives in Paris.", '{"name": "Alice"}'),
+        rec("t2", "the quick brown fox jumps over the lazy dog again and again", "ok"),
+    ]
     # s1 has the words of t1 (case and punctuation aside); s2 those of t2; s3 shares some 4-grams
-    suite = [rec("s1", "extract alice is a BAKER who lives in paris", '{"name":"Alice"}'),
-             rec("s2", "the quick brown fox jumps over the lazy dog again and again!", "ok."),
-             rec("s3", "the quick brown fox jumps over a sleepy cat", "no")]
+    suite = [
+        rec("s1", "extract alice is a BAKER who lives in paris", '{"name":"Alice"}'),
+        rec("s2", "the quick brown fox jumps over the lazy dog again and again!", "ok."),
+        rec("s3", "the quick brown fox jumps over a sleepy cat", "no"),
+    ]
     assert overlap_leaks(train, suite, n=4, coverage=0.8) == ["s1", "s2"]
     assert overlap_leaks(train, suite, n=4, coverage=0.3) == ["s1", "s2", "s3"]

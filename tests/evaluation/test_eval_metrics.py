@@ -15,7 +15,7 @@ from modelyard.evaluation.scoring import completion_loss, score
 from modelyard.evaluation.suite import METRICS_DIR, Suite, suite_config
 from modelyard.registry.artifacts import load_causal_lm
 
-TASK_METRIC = '''
+TASK_METRIC = """
 import datasets
 import evaluate
 
@@ -27,7 +27,7 @@ class FirstChar(evaluate.Metric):
     def _compute(self, predictions, references):
         return {"first_char": sum(p[:1] == r[:1] for p, r in zip(predictions, references))
                 / len(predictions)}
-'''
+"""
 
 
 def test_shipped_metrics_load_offline() -> None:
@@ -42,11 +42,22 @@ def test_shipped_metrics_load_offline() -> None:
                                     if name == "format_validity" else {{}})))
         print(json.dumps(out))
     """)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "HTTPS_PROXY": "http://127.0.0.1:9", "HF_ENDPOINT":
-           "http://127.0.0.1:9"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            timeout=120, check=True)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_EVALUATE_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["exact_match"] == 0.5
     assert scores["format_validity"] == 0.5
@@ -57,14 +68,17 @@ def test_shipped_metrics_load_offline() -> None:
 def test_completion_loss_matches_model_loss_on_completion_tokens(tiny_model, eval_sample) -> None:
     model, tok = load_causal_lm(str(tiny_model))
     record = eval_sample["eval"][0]
-    prompt = tok.apply_chat_template(record["messages"][:-1], add_generation_prompt=True,
-                                     tokenize=False)
+    prompt = tok.apply_chat_template(
+        record["messages"][:-1], add_generation_prompt=True, tokenize=False
+    )
     full = tok.apply_chat_template(record["messages"], tokenize=False)
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    c_ids = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    c_ids = tok(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        expected = model(input_ids=torch.tensor([p_ids + c_ids]),
-                         labels=torch.tensor([[-100] * len(p_ids) + c_ids])).loss.item()
+        expected = model(
+            input_ids=torch.tensor([p_ids + c_ids]),
+            labels=torch.tensor([[-100] * len(p_ids) + c_ids]),
+        ).loss.item()
     assert completion_loss(model, tok, [record], batch_size=4) == pytest.approx(expected, rel=1e-4)
     # batching with padding must not change the per-token mean
     pair = eval_sample["eval"][:3]
@@ -72,8 +86,9 @@ def test_completion_loss_matches_model_loss_on_completion_tokens(tiny_model, eva
     assert one_by_one == pytest.approx(completion_loss(model, tok, pair, 3), rel=1e-4)
 
 
-def test_score_with_a_task_metric_module(settings, tiny_model, good_adapter, eval_sample,
-                                         tmp_path) -> None:
+def test_score_with_a_task_metric_module(
+    settings, tiny_model, good_adapter, eval_sample, tmp_path
+) -> None:
     (tmp_path / "first_char").mkdir()
     (tmp_path / "first_char" / "first_char.py").write_text(TASK_METRIC)
     records = tmp_path / "records.jsonl"
@@ -82,8 +97,15 @@ def test_score_with_a_task_metric_module(settings, tiny_model, good_adapter, eva
     config["metrics"].append(str(tmp_path / "first_char"))
     suite = Suite("suite-test", str(records), config)
     result = score(*load_causal_lm(str(tiny_model), None, str(good_adapter)), suite)
-    assert set(result.metrics) >= {"exact_match", "rouge_l", "bleu", "format_validity",
-                                   "first_char", "eval_loss", "perplexity"}
+    assert set(result.metrics) >= {
+        "exact_match",
+        "rouge_l",
+        "bleu",
+        "format_validity",
+        "first_char",
+        "eval_loss",
+        "perplexity",
+    }
     assert result.metrics["first_char"] == 1.0  # every completion is a JSON object: "{"
     assert result.metrics["format_validity"] > 0.5
     assert [p["id"] for p in result.predictions] == [r["id"] for r in eval_sample["eval"]]

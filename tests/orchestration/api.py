@@ -20,8 +20,9 @@ class AirflowAPI:
         if auth:
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers=headers)
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=headers
+        )
         with urllib.request.urlopen(request, timeout=60) as resp:
             raw = resp.read().decode()
         return json.loads(raw) if raw.lstrip().startswith(("{", "[")) else raw

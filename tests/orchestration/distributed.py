@@ -50,9 +50,24 @@ def redis_broker(workdir: Path) -> Iterator[str]:
         pytest.skip("Redis is neither running on 127.0.0.1:6379 nor installed")
     port = free_port()
     log = (workdir / "redis.log").open("wb")
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not _redis_answers(port):
@@ -77,8 +92,9 @@ class Cluster:
 
     def cli(self, args: list[str]) -> str:
         """Run one ``airflow`` command against the cluster's metadata DB; returns stdout."""
-        done = subprocess.run([AIRFLOW, *args], env=self.env, text=True, capture_output=True,
-                              check=False)
+        done = subprocess.run(
+            [AIRFLOW, *args], env=self.env, text=True, capture_output=True, check=False
+        )
         if done.returncode:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         return done.stdout
@@ -92,52 +108,78 @@ def cluster_env(settings: Settings, sql_alchemy_conn: str, broker_url: str, port
     base_url = f"http://127.0.0.1:{port}"
     db_url = sql_alchemy_conn.replace("postgresql://", "postgresql+psycopg2://", 1)
     env = airflow_env(settings)
-    env.update({
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-        "AIRFLOW__CELERY__BROKER_URL": broker_url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{db_url}",
-        # Celery records which worker ran each task (celery_taskmeta.worker) next to the result.
-        "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps({"result_extended": True}),
-        # Queues "default"/"gpu" are fixed by the DAGs: a per-cluster key prefix keeps two
-        # clusters sharing one Redis (e.g. parallel test runs) from taking each other's tasks.
-        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": f"{secrets.token_hex(4)}:",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": base_url,
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-        # Each process would otherwise generate its own secret and reject the others' tokens.
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "MODELYARD_MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "MODELYARD_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
-    })
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+            "AIRFLOW__CELERY__BROKER_URL": broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{db_url}",
+            # Celery records which worker ran each task (celery_taskmeta.worker) next to the result.
+            "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps({"result_extended": True}),
+            # Queues "default"/"gpu" are fixed by the DAGs: a per-cluster key prefix keeps two
+            # clusters sharing one Redis (e.g. parallel test runs) from taking each other's tasks.
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": (
+                f"{secrets.token_hex(4)}:"
+            ),
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            # Each process would otherwise generate its own secret and reject the others' tokens.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "MODELYARD_MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "MODELYARD_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
+        }
+    )
     if settings.base_model:
         env["MODELYARD_BASE_MODEL"] = settings.base_model
     return env
 
 
 @contextmanager
-def distributed_airflow(settings: Settings, sql_alchemy_conn: str, broker_url: str,
-                        log_dir: Path, timeout: float = 240.0) -> Iterator[Cluster]:
+def distributed_airflow(
+    settings: Settings,
+    sql_alchemy_conn: str,
+    broker_url: str,
+    log_dir: Path,
+    timeout: float = 240.0,
+) -> Iterator[Cluster]:
     """Migrate the Postgres metadata DB, start every component, yield once the scheduler and
     DAG processor report healthy; stop all process groups on exit."""
     port = free_port()
-    cluster = Cluster(f"http://127.0.0.1:{port}",
-                      cluster_env(settings, sql_alchemy_conn, broker_url, port), log_dir)
+    cluster = Cluster(
+        f"http://127.0.0.1:{port}",
+        cluster_env(settings, sql_alchemy_conn, broker_url, port),
+        log_dir,
+    )
     cluster.airflow_home.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     cluster.cli(["db", "migrate"])
     cluster.cli(["pools", "set", "gpu", "1", "GPU slots for training tasks"])
 
-    commands = {"api-server": ["api-server"], "scheduler": ["scheduler"],
-                "dag-processor": ["dag-processor"]}
+    commands = {
+        "api-server": ["api-server"],
+        "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"],
+    }
     for name, queues, concurrency in WORKERS:
         commands[f"worker-{name}"] = [
-            "celery", "worker", "--queues", queues, "--concurrency", str(concurrency),
-            "--celery-hostname", f"{name}@%h", "--without-gossip", "--without-mingle"]
+            "celery",
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--celery-hostname",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
     with ExitStack() as stack:
-        procs = {name: stack.enter_context(_component(cluster, name, argv))
-                 for name, argv in commands.items()}
+        procs = {
+            name: stack.enter_context(_component(cluster, name, argv))
+            for name, argv in commands.items()
+        }
         _wait_healthy(cluster, procs, timeout)
         yield cluster
 
@@ -148,8 +190,9 @@ def _component(cluster: Cluster, name: str, argv: list[str]) -> Iterator[subproc
     if name.startswith("worker-"):  # each worker serves its task logs on a port of its own
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
     with (cluster.log_dir / f"{name}.log").open("wb") as log:
-        proc = subprocess.Popen([AIRFLOW, *argv], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [AIRFLOW, *argv], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield proc
     finally:
@@ -161,17 +204,22 @@ def _wait_healthy(cluster: Cluster, procs: dict[str, subprocess.Popen], timeout:
     while time.monotonic() < deadline:
         for name, proc in procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
-                                   f"{cluster.log(name)[-3000:]}")
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode}:\n{cluster.log(name)[-3000:]}"
+                )
         try:
-            with urllib.request.urlopen(f"{cluster.base_url}/api/v2/monitor/health",
-                                        timeout=5) as resp:
+            with urllib.request.urlopen(
+                f"{cluster.base_url}/api/v2/monitor/health", timeout=5
+            ) as resp:
                 health = json.load(resp)
-            if all(health.get(part, {}).get("status") == "healthy"
-                   for part in ("metadatabase", "scheduler", "dag_processor")):
+            if all(
+                health.get(part, {}).get("status") == "healthy"
+                for part in ("metadatabase", "scheduler", "dag_processor")
+            ):
                 return
         except (OSError, ValueError):
             pass
         time.sleep(2)
-    raise TimeoutError(f"Airflow did not become healthy within {timeout:.0f}s; "
-                       f"see {cluster.log_dir}")
+    raise TimeoutError(
+        f"Airflow did not become healthy within {timeout:.0f}s; see {cluster.log_dir}"
+    )

@@ -27,9 +27,18 @@ MISSING = "2026-10-02"
 
 def _backfill_runs(api: AirflowAPI, backfills: int, timeout: float = 420) -> list[dict]:
     """Wait until ``backfills`` backfills have completed; return curate_dataset's backfill runs."""
-    api.wait_for(lambda: sum(b["completed_at"] is not None for b in
-                             api.get("/api/v2/backfills?dag_id=curate_dataset")["backfills"])
-                 >= backfills, f"{backfills} completed backfill(s)", timeout=timeout, every=3)
+    api.wait_for(
+        lambda: (
+            sum(
+                b["completed_at"] is not None
+                for b in api.get("/api/v2/backfills?dag_id=curate_dataset")["backfills"]
+            )
+            >= backfills
+        ),
+        f"{backfills} completed backfill(s)",
+        timeout=timeout,
+        every=3,
+    )
     runs = api.get("/api/v2/dags/curate_dataset/dagRuns?limit=100")["dag_runs"]
     return [r for r in runs if r["run_type"] == "backfill"]
 
@@ -40,8 +49,22 @@ def _db_rows(settings, query: str) -> list[tuple]:
 
 
 def _backfill(settings) -> None:
-    airflow(["backfill", "create", "--dag-id", "curate_dataset", "--from-date", DATES[0],
-             "--to-date", DATES[-1], "--reprocess-behavior", "completed"], settings, capture=True)
+    airflow(
+        [
+            "backfill",
+            "create",
+            "--dag-id",
+            "curate_dataset",
+            "--from-date",
+            DATES[0],
+            "--to-date",
+            DATES[-1],
+            "--reprocess-behavior",
+            "completed",
+        ],
+        settings,
+        capture=True,
+    )
 
 
 def test_backfill_rebuilds_history_and_skips_the_missing_partition(airflow_settings):
@@ -59,9 +82,14 @@ def test_backfill_rebuilds_history_and_skips_the_missing_partition(airflow_setti
         assert {r["logical_date"][:10] for r in runs} == set(DATES)
         assert all(r["state"] == "success" for r in runs), runs
 
-        states = dict(_db_rows(settings, "SELECT dr.logical_date, ti.state FROM task_instance ti "
-                               "JOIN dag_run dr ON dr.run_id = ti.run_id AND dr.dag_id = ti.dag_id "
-                               "WHERE ti.task_id = 'curate' AND dr.run_id LIKE 'backfill__%'"))
+        states = dict(
+            _db_rows(
+                settings,
+                "SELECT dr.logical_date, ti.state FROM task_instance ti "
+                "JOIN dag_run dr ON dr.run_id = ti.run_id AND dr.dag_id = ti.dag_id "
+                "WHERE ti.task_id = 'curate' AND dr.run_id LIKE 'backfill__%'",
+            )
+        )
         assert {d[:10]: s for d, s in states.items()}[MISSING] == "skipped"
 
         pointers = settings.storage_path / "datasets" / "_by_date"

@@ -55,7 +55,9 @@ def test_trigger_form_params(dagbag):
     assert params.get_param("backend").schema["enum"] == ["auto", "hf", "unsloth"]
     promote = dagbag.dags["promote_model"].params
     assert promote["rollback"] is False and promote.get_param("to").schema["enum"] == [
-        "canary", "production"]
+        "canary",
+        "production",
+    ]
 
 
 def test_curated_asset_is_emitted_only_by_announce(dagbag):
@@ -70,8 +72,15 @@ def test_curated_asset_is_emitted_only_by_announce(dagbag):
 def test_dag_files_import_nothing_heavy_at_top_level(path: Path):
     tree = ast.parse(path.read_text())
     top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    names = {alias.name.split(".")[0] for node in top_level if isinstance(node, ast.Import)
-             for alias in node.names}
-    names |= {node.module.split(".")[0] for node in top_level
-              if isinstance(node, ast.ImportFrom) and node.module}
+    names = {
+        alias.name.split(".")[0]
+        for node in top_level
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    names |= {
+        node.module.split(".")[0]
+        for node in top_level
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert not names & HEAVY, f"{path.name} imports {names & HEAVY} at module level"

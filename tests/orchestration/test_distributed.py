@@ -68,21 +68,29 @@ def test_finetune_runs_on_celery_workers_with_postgres(pg_settings, postgres_url
     settings = pg_settings
     version = _publish_dataset(settings)
 
-    with (redis_broker(tmp_path) as broker,
-          distributed_airflow(settings, postgres_url, broker, tmp_path / "logs") as cluster):
+    with (
+        redis_broker(tmp_path) as broker,
+        distributed_airflow(settings, postgres_url, broker, tmp_path / "logs") as cluster,
+    ):
         api = AirflowAPI(cluster.base_url, cluster.airflow_home)
         api.wait_for(lambda: _dag_parsed(api), "finetune_model to be parsed", timeout=120)
         api.patch("/api/v2/dags/finetune_model", {"is_paused": False})
-        run_id = api.post("/api/v2/dags/finetune_model/dagRuns", {
-            "logical_date": None, "conf": {"max_steps": 20, "dataset_version": version},
-        })["dag_run_id"]
+        run_id = api.post(
+            "/api/v2/dags/finetune_model/dagRuns",
+            {
+                "logical_date": None,
+                "conf": {"max_steps": 20, "dataset_version": version},
+            },
+        )["dag_run_id"]
         run = api.wait_for(lambda: _finished(api, run_id), "the DAG run to finish", timeout=300)
         placement = _rows(
             postgres_url,
             "SELECT ti.task_id, ti.state, ti.queue, ti.pool, ti.hostname, ti.external_executor_id,"
             " m.worker FROM task_instance ti"
             " LEFT JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id"
-            " WHERE ti.dag_id = 'finetune_model' AND ti.run_id = %s", run_id)
+            " WHERE ti.dag_id = 'finetune_model' AND ti.run_id = %s",
+            run_id,
+        )
         worker_logs = {name: cluster.log(f"worker-{name}") for name in ("default", "gpu")}
 
     assert run["state"] == "success", placement
@@ -101,19 +109,28 @@ def test_finetune_runs_on_celery_workers_with_postgres(pg_settings, postgres_url
 
     # The Airflow metadata is in Postgres (no SQLite file was created on the side).
     assert _rows(postgres_url, "SELECT state FROM dag_run WHERE run_id = %s", run_id) == [
-        ("success",)]
+        ("success",)
+    ]
     assert not (cluster.airflow_home / "airflow.db").exists()
 
     # The candidate is registered with lineage in the Postgres-backed MLflow registry.
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     [model_version] = client.search_model_versions(f"name='{settings.registered_model}'")
     lineage = model_version.tags
-    for tag in (tags.DATASET_VERSION, tags.DATASET_HASH, tags.BASE_MODEL, tags.CONFIG_HASH,
-                tags.SUITE_VERSION, tags.MLFLOW_RUN_ID, tags.GATE_DECISION):
+    for tag in (
+        tags.DATASET_VERSION,
+        tags.DATASET_HASH,
+        tags.BASE_MODEL,
+        tags.CONFIG_HASH,
+        tags.SUITE_VERSION,
+        tags.MLFLOW_RUN_ID,
+        tags.GATE_DECISION,
+    ):
         assert lineage.get(tag), f"missing lineage tag {tag}"
     assert lineage[tags.DATASET_VERSION] == version
     assert lineage[tags.DAG_ID] == "finetune_model"
     assert lineage[tags.DAG_RUN_ID] == run_id
     mlflow_db = settings.tracking_uri.replace("+psycopg2", "")
     assert _rows(mlflow_db, "SELECT name, version FROM model_versions") == [
-        (settings.registered_model, int(model_version.version))]
+        (settings.registered_model, int(model_version.version))
+    ]

@@ -30,8 +30,17 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
     assert len(versions) == 1
     version = versions[0]
     lineage = version.tags
-    for tag in (tags.DATASET_VERSION, tags.DATASET_HASH, tags.BASE_MODEL, tags.CONFIG_HASH,
-                tags.GIT_SHA, tags.SUITE_VERSION, tags.DAG_ID, tags.DAG_RUN_ID, tags.MLFLOW_RUN_ID):
+    for tag in (
+        tags.DATASET_VERSION,
+        tags.DATASET_HASH,
+        tags.BASE_MODEL,
+        tags.CONFIG_HASH,
+        tags.GIT_SHA,
+        tags.SUITE_VERSION,
+        tags.DAG_ID,
+        tags.DAG_RUN_ID,
+        tags.MLFLOW_RUN_ID,
+    ):
         assert lineage.get(tag), f"missing lineage tag {tag}"
     assert lineage[tags.DAG_ID] == "finetune_model"
     assert lineage[tags.BASE_MODEL] == settings.default_base_model
@@ -56,5 +65,6 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
     out = capsys.readouterr().out
     assert "already trained and registered" in out
     assert what_changed(first, second) == [
-        "nothing changed: the registry already held this pipeline's result"]
+        "nothing changed: the registry already held this pipeline's result"
+    ]
     assert len(client.search_model_versions(f"name='{settings.registered_model}'")) == 1

@@ -29,22 +29,27 @@ def canary_version(airflow_settings, good_adapter, eval_sample, tiny_model):  # 
     from modelyard.registry import promote, register_candidate
 
     settings = airflow_settings
-    manifest = publish_dataset(settings.storage, "ds-approval", eval_sample["train"],
-                               eval_sample["eval"])
+    manifest = publish_dataset(
+        settings.storage, "ds-approval", eval_sample["train"], eval_sample["eval"]
+    )
     trained = train_result(settings, good_adapter, tiny_model, "approval")
     report = evaluate_candidate(trained, settings, manifest)
-    registered = register_candidate(trained, report, manifest,
-                                    {"dag_id": "finetune_model", "run_id": "t"}, settings)
+    registered = register_candidate(
+        trained, report, manifest, {"dag_id": "finetune_model", "run_id": "t"}, settings
+    )
     promote(settings, to="canary", actor="test", reason="setup")
     return registered["version"]
 
 
 def _run_until_approval(api: AirflowAPI) -> str:
-    run_id = api.post(RUNS, {"logical_date": None,
-                             "conf": {"to": "production", "reason": "ship it"}})["dag_run_id"]
+    run_id = api.post(
+        RUNS, {"logical_date": None, "conf": {"to": "production", "reason": "ship it"}}
+    )["dag_run_id"]
     approve = f"{RUNS}/{run_id}/taskInstances/approve"
-    api.wait_for(lambda: api.get(approve)["state"] == "awaiting_input",
-                 "the approval task to wait for a human")
+    api.wait_for(
+        lambda: api.get(approve)["state"] == "awaiting_input",
+        "the approval task to wait for a human",
+    )
     # A human answers in seconds. An answer within the same scheduler loop that handles the
     # parked attempt's executor event races Airflow 3.3 (the run fails as "state changed
     # externally"), so give the scheduler that loop, as any real reviewer would.
@@ -53,10 +58,11 @@ def _run_until_approval(api: AirflowAPI) -> str:
 
 
 def _answer(api: AirflowAPI, run_id: str, option: str) -> str:
-    api.patch(f"{RUNS}/{run_id}/taskInstances/approve/-1/hitlDetails",
-              {"chosen_options": [option]})
-    return api.wait_for(lambda: (s := api.get(f"{RUNS}/{run_id}")["state"]) in ("success", "failed")
-                        and s, "the promote_model run to finish")
+    api.patch(f"{RUNS}/{run_id}/taskInstances/approve/-1/hitlDetails", {"chosen_options": [option]})
+    return api.wait_for(
+        lambda: (s := api.get(f"{RUNS}/{run_id}")["state"]) in ("success", "failed") and s,
+        "the promote_model run to finish",
+    )
 
 
 def test_production_waits_for_a_human(airflow_settings, canary_version, monkeypatch):

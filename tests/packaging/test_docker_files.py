@@ -33,12 +33,19 @@ def test_gpu_worker_serves_only_the_gpu_queue_with_a_gpu_reservation():
 def test_every_airflow_process_shares_one_metadata_db_and_broker():
     services = _compose()["services"]
     airflow = {name: s for name, s in services.items() if name.startswith("airflow-")}
-    assert {"airflow-scheduler", "airflow-apiserver", "airflow-dag-processor",
-            "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"} <= set(airflow)
+    assert {
+        "airflow-scheduler",
+        "airflow-apiserver",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+        "airflow-worker-gpu",
+    } <= set(airflow)
     conns = {s["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] for s in airflow.values()}
     assert len(conns) == 1 and next(iter(conns)).startswith("postgresql")
-    assert all(s["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-               for s in airflow.values())
+    assert all(
+        s["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" for s in airflow.values()
+    )
 
 
 def test_cpu_image_never_pulls_a_cuda_torch():

@@ -28,8 +28,12 @@ from modelyard.registry.tags import GATE
 
 # A newer candidate may trail the production version a little on this tiny task; the gate for
 # this registered model says so through its own override tag (the per-model mechanism).
-TOLERANT_GATE = {"thresholds": {"rouge_l": {"threshold": 0.3, "min_absolute_change": -0.2},
-                                "format_validity": {"threshold": 0.5}}}
+TOLERANT_GATE = {
+    "thresholds": {
+        "rouge_l": {"threshold": 0.3, "min_absolute_change": -0.2},
+        "format_validity": {"threshold": 0.5},
+    }
+}
 
 
 def _candidate(settings, tiny_model, adapter, manifest, name: str) -> tuple[dict, dict]:
@@ -43,8 +47,9 @@ def _register(settings, result, report, manifest, run_id: str) -> dict:
 
 
 def _generate(model, tok, record) -> list[int]:
-    prompt = tok.apply_chat_template(record["messages"][:-1], add_generation_prompt=True,
-                                     tokenize=False)
+    prompt = tok.apply_chat_template(
+        record["messages"][:-1], add_generation_prompt=True, tokenize=False
+    )
     enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         return model.generate(**enc, max_new_tokens=12, do_sample=False).tolist()[0]
@@ -57,16 +62,21 @@ def _cli(*argv: str) -> int:
     return args.func(args)
 
 
-def test_lifecycle(settings, tiny_model, weak_adapter, good_adapter, other_good_adapter,
-                   eval_sample, capsys) -> None:
+def test_lifecycle(
+    settings, tiny_model, weak_adapter, good_adapter, other_good_adapter, eval_sample, capsys
+) -> None:
     manifest = publish_dataset(settings.storage, "ds-a", eval_sample["train"], eval_sample["eval"])
     client = MlflowClient(settings.tracking_uri)
     name = settings.registered_model
     assert not approval_required(settings)
 
     # A weak candidate is registered for the record but can never hold an alias.
-    weak = _register(settings, *_candidate(settings, tiny_model, weak_adapter, manifest, "weak"),
-                     manifest, "run-weak")
+    weak = _register(
+        settings,
+        *_candidate(settings, tiny_model, weak_adapter, manifest, "weak"),
+        manifest,
+        "run-weak",
+    )
     assert not weak["staging"]
     with pytest.raises(PermissionError, match=r"failed the gate.*rouge_l\.threshold"):
         promote(settings, "canary", actor="alice", reason="try", version=weak["version"])
@@ -77,8 +87,7 @@ def test_lifecycle(settings, tiny_model, weak_adapter, good_adapter, other_good_
     assert v1["staging"] and status(settings)["aliases"] == {"staging": v1["version"]}
     assert _register(settings, result1, report1, manifest, "run-1")["version"] == v1["version"]
     with pytest.raises(ValueError, match="does not hold canary"):
-        promote(settings, "production", actor="alice", reason="skip canary",
-                version=v1["version"])
+        promote(settings, "production", actor="alice", reason="skip canary", version=v1["version"])
     promote(settings, "canary", actor="alice", reason="smoke tests green", dag_run_id="p-1")
     promote(settings, "production", actor="bob", reason="canary healthy", dag_run_id="p-2")
     assert status(settings)["aliases"] == {"production": v1["version"]}
@@ -91,8 +100,12 @@ def test_lifecycle(settings, tiny_model, weak_adapter, good_adapter, other_good_
     # A second candidate is compared with production on the same suite (stored scores reused).
     client.set_registered_model_tag(name, GATE, json.dumps(TOLERANT_GATE))
     result2, report2 = _candidate(settings, tiny_model, other_good_adapter, manifest, "good2")
-    assert report2["incumbent"] == {**report2["incumbent"], "kind": "production",
-                                    "version": v1["version"], "rescored": False}
+    assert report2["incumbent"] == {
+        **report2["incumbent"],
+        "kind": "production",
+        "version": v1["version"],
+        "rescored": False,
+    }
     assert report2["incumbent"]["metrics"] == report1["candidate"]["metrics"]
     v2 = _register(settings, result2, report2, manifest, "run-2")
     promote(settings, "canary", actor="alice", reason="next")
@@ -116,8 +129,10 @@ def test_lifecycle(settings, tiny_model, weak_adapter, good_adapter, other_good_
     assert report3["incumbent"]["rescored"] and report3["incumbent"]["version"] == v1["version"]
     assert report3["incumbent"]["scored_suite"] == report1["suite_version"]
     incumbent_tags = client.get_model_version(name, v1["version"]).tags
-    assert json.loads(incumbent_tags[f"modelyard.scores.{new_suite.version}"]) == \
-        report3["incumbent"]["metrics"]
+    assert (
+        json.loads(incumbent_tags[f"modelyard.scores.{new_suite.version}"])
+        == report3["incumbent"]["metrics"]
+    )
     assert f"modelyard.scores.{report1['suite_version']}" in incumbent_tags
 
     # Lineage and ledger answer: which data, base, settings, scores, who promoted it and when.
@@ -137,12 +152,15 @@ def test_lifecycle(settings, tiny_model, weak_adapter, good_adapter, other_good_
     assert by_version[v1["version"]]["suite_version"] == report1["suite_version"]
     assert by_version[v1["version"]]["compared_with"]["metrics"] == report1["incumbent"]["metrics"]
     assert by_version[v1["version"]]["gate_margins"]["rouge_l.threshold"] == pytest.approx(
-        report1["candidate"]["metrics"]["rouge_l"] - settings.gate.thresholds["rouge_l"].threshold)
+        report1["candidate"]["metrics"]["rouge_l"] - settings.gate.thresholds["rouge_l"].threshold
+    )
     assert by_version[weak["version"]]["gate_decision"] == "failed"
     assert by_version[weak["version"]]["gate_margins"]["rouge_l.threshold"] < 0
     assert by_version[v2["version"]]["rolled_back"]
-    moves = [(e["action"], e["version"], e["to_stage"], e["actor"], e["dag_run_id"])
-             for e in state["ledger"]]
+    moves = [
+        (e["action"], e["version"], e["to_stage"], e["actor"], e["dag_run_id"])
+        for e in state["ledger"]
+    ]
     assert moves == [
         ("register", weak["version"], None, "airflow", "run-weak"),
         ("register", v1["version"], "staging", "airflow", "run-1"),

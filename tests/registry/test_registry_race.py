@@ -15,28 +15,44 @@ def _promote_worker(home: str, base: str, barrier, results) -> None:
     settings = Settings(home=Path(home), base_model=base)
     barrier.wait()
     try:
-        out = promote(settings, "production", actor=multiprocessing.current_process().name,
-                      reason="race")
+        out = promote(
+            settings, "production", actor=multiprocessing.current_process().name, reason="race"
+        )
         results.put(("ok", out["version"]))
     except ValueError as exc:
         results.put(("refused", str(exc)))
 
 
-def test_concurrent_promotions_leave_one_production(settings, tiny_model, good_adapter,
-                                                    eval_sample) -> None:
+def test_concurrent_promotions_leave_one_production(
+    settings, tiny_model, good_adapter, eval_sample
+) -> None:
     manifest = publish_dataset(settings.storage, "ds-a", eval_sample["train"], eval_sample["eval"])
     # The gate is not under test here: a passed report as evaluate_candidate returns it.
-    report = {"suite_version": "suite-race", "candidate": {"metrics": {"rouge_l": 0.5}},
-              "gate": {"passed": True, "failed": []}, "artifacts": {}}
-    registered = register_candidate(train_result(settings, good_adapter, tiny_model, "race"),
-                                    report, manifest, {"dag_id": "t", "run_id": "r"}, settings)
+    report = {
+        "suite_version": "suite-race",
+        "candidate": {"metrics": {"rouge_l": 0.5}},
+        "gate": {"passed": True, "failed": []},
+        "artifacts": {},
+    }
+    registered = register_candidate(
+        train_result(settings, good_adapter, tiny_model, "race"),
+        report,
+        manifest,
+        {"dag_id": "t", "run_id": "r"},
+        settings,
+    )
     promote(settings, "canary", actor="setup", reason="race setup")
 
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_promote_worker, name=f"promoter-{i}",
-                         args=(str(settings.home), str(tiny_model), barrier, results))
-             for i in range(2)]
+    procs = [
+        ctx.Process(
+            target=_promote_worker,
+            name=f"promoter-{i}",
+            args=(str(settings.home), str(tiny_model), barrier, results),
+        )
+        for i in range(2)
+    ]
     for p in procs:
         p.start()
     outcomes = sorted(results.get(timeout=120) for _ in procs)

@@ -21,11 +21,14 @@ def _checkpoint(root: Path, step: int, sealed: bool = True) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage", [
-    lambda p: (p / SEAL).unlink(),                       # killed before the seal was written
-    lambda p: (p / "optimizer.pt").unlink(),             # sealed dir missing a state file
-    lambda p: (p / "trainer_state.json").write_text('{"global_st'),  # truncated state
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: (p / SEAL).unlink(),  # killed before the seal was written
+        lambda p: (p / "optimizer.pt").unlink(),  # sealed dir missing a state file
+        lambda p: (p / "trainer_state.json").write_text('{"global_st'),  # truncated state
+    ],
+)
 def test_half_written_newest_checkpoint_is_skipped(tmp_path, damage):
     good = _checkpoint(tmp_path, 20)
     newest = _checkpoint(tmp_path, 100)  # numerically newest: checkpoint-100 > checkpoint-20

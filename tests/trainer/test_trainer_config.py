@@ -14,16 +14,19 @@ from trainer.__main__ import main
 from trainer.config import load_config
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"learning_rte": 1e-3}, "learning_rte"),
-    ({"learning_rate": -1e-3}, "learning_rate"),
-    ({"base_model": "/nonexistent/models/llama"}, "base_model"),
-    ({"max_seq_length": 4096}, "max_seq_length"),
-    ({"save_steps": 15}, "save_steps"),
-    ({"export": "gguf"}, "export"),
-    ({"lora": {"r": 4, "rank": 4}}, "lora.rank"),
-    ({"backend": "unsloth"}, "backend"),  # no GPU here: a clear error, not an import traceback
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"learning_rte": 1e-3}, "learning_rte"),
+        ({"learning_rate": -1e-3}, "learning_rate"),
+        ({"base_model": "/nonexistent/models/llama"}, "base_model"),
+        ({"max_seq_length": 4096}, "max_seq_length"),
+        ({"save_steps": 15}, "save_steps"),
+        ({"export": "gguf"}, "export"),
+        ({"lora": {"r": 4, "rank": 4}}, "lora.rank"),
+        ({"backend": "unsloth"}, "backend"),  # no GPU here: a clear error, not an import traceback
+    ],
+)
 def test_bad_config_is_one_line_naming_the_field(make_config, tmp_path, capsys, change, field):
     cfg = make_config(**change)
     assert main(["--config", str(write_config(cfg, tmp_path / "bad.json"))]) == 2
@@ -42,11 +45,17 @@ def test_missing_base_model_key(make_config, tmp_path, capsys):
 
 def test_cli_exit_code_and_stderr(make_config, tmp_path):
     cfg_file = write_config(make_config(learning_rate=-1), tmp_path / "bad.json")
-    done = subprocess.run(trainer_cmd(cfg_file), check=False, capture_output=True, text=True,
-                          env={**os.environ, **CHILD_ENV})
+    done = subprocess.run(
+        trainer_cmd(cfg_file),
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **CHILD_ENV},
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "trainer: config error: learning_rate: Input should be greater than 0"]
+        "trainer: config error: learning_rate: Input should be greater than 0"
+    ]
 
 
 def test_yaml_and_json_configs_are_the_same(make_config, tmp_path):
@@ -58,10 +67,20 @@ def test_yaml_and_json_configs_are_the_same(make_config, tmp_path):
 def test_config_hash_names_the_recipe_not_where_it_runs(tmp_path):
     from trainer.config import parse_config
 
-    base = {"base_model": "m", "train_file": "a/train.jsonl", "eval_file": "a/eval.jsonl",
-            "output_dir": "run-1", "data_version": "ds-1", "mlflow": {"tracking_uri": "sqlite://"}}
-    moved = base | {"output_dir": "run-2", "train_file": "b/train.jsonl",
-                    "eval_file": "b/eval.jsonl", "mlflow": {"tracking_uri": "http://x"}}
+    base = {
+        "base_model": "m",
+        "train_file": "a/train.jsonl",
+        "eval_file": "a/eval.jsonl",
+        "output_dir": "run-1",
+        "data_version": "ds-1",
+        "mlflow": {"tracking_uri": "sqlite://"},
+    }
+    moved = base | {
+        "output_dir": "run-2",
+        "train_file": "b/train.jsonl",
+        "eval_file": "b/eval.jsonl",
+        "mlflow": {"tracking_uri": "http://x"},
+    }
     recipe = parse_config(base).config_hash()
     assert recipe == parse_config(moved).config_hash()
     assert recipe != parse_config(base | {"lora": {"r": 4}}).config_hash()
@@ -72,9 +91,16 @@ def test_without_eval_file_validation_is_a_seeded_slice_of_train(curated):
     from trainer.config import parse_config
     from trainer.data import load_splits
 
-    cfg = parse_config({"base_model": "m", "train_file": str(curated / "train.jsonl"),
-                        "output_dir": "run", "validation_fraction": 0.2, "seed": 3,
-                        "mlflow": {"tracking_uri": "sqlite://"}})
+    cfg = parse_config(
+        {
+            "base_model": "m",
+            "train_file": str(curated / "train.jsonl"),
+            "output_dir": "run",
+            "validation_fraction": 0.2,
+            "seed": 3,
+            "mlflow": {"tracking_uri": "sqlite://"},
+        }
+    )
     train, validation = load_splits(cfg)
     total = len((curated / "train.jsonl").read_text().splitlines())
     assert len(train) + len(validation) == total and len(validation) == math.ceil(0.2 * total)

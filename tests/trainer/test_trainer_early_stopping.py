@@ -14,8 +14,14 @@ from trainer.__main__ import main
 
 def test_diverging_run_stops_early_and_exports_the_best(make_config, tmp_path):
     # A learning rate this high improves eval loss for a few steps, then makes it worse.
-    cfg = make_config(learning_rate=0.2, max_steps=80, eval_steps=5, save_steps=5,
-                      early_stopping_patience=2, save_total_limit=2)
+    cfg = make_config(
+        learning_rate=0.2,
+        max_steps=80,
+        eval_steps=5,
+        save_steps=5,
+        early_stopping_patience=2,
+        save_total_limit=2,
+    )
     assert main(["--config", str(write_config(cfg, tmp_path / "config.json"))]) == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     best = Path(result["best_checkpoint"])

@@ -15,8 +15,7 @@ import pytest
 
 from modelyard.training import build_trainer_config, run_trainer, trainer_env_ok
 
-PARAMS = {"base_model": None, "lora_r": 8, "learning_rate": 5e-3, "max_steps": 10,
-          "backend": "hf"}
+PARAMS = {"base_model": None, "lora_r": 8, "learning_rate": 5e-3, "max_steps": 10, "backend": "hf"}
 
 
 @pytest.fixture
@@ -64,8 +63,12 @@ def test_sigterm_to_the_task_stops_the_trainer(short, curated, tmp_path):
     config = build_trainer_config(PARAMS | {"max_steps": 5000}, str(curated), "long", short)
     config_file = tmp_path / "long.json"
     config_file.write_text(json.dumps(config))
-    task = subprocess.Popen([sys.executable, "-c", LAUNCH, str(config_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    task = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, str(config_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     child_pid = None
     for line in task.stdout:
         if line.startswith("started trainer (pid "):

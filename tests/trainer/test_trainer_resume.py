@@ -23,9 +23,15 @@ def _run(cfg_file: Path) -> subprocess.CompletedProcess:
 
 
 def _config(make_config, tmp_path: Path, name: str) -> Path:
-    cfg = make_config(output_dir=str(tmp_path / name), max_steps=40, eval_steps=10,
-                      save_steps=10, early_stopping_patience=None, seed=11,
-                      lora={"r": 8, "alpha": 16, "dropout": 0.1})
+    cfg = make_config(
+        output_dir=str(tmp_path / name),
+        max_steps=40,
+        eval_steps=10,
+        save_steps=10,
+        early_stopping_patience=None,
+        seed=11,
+        lora={"r": 8, "alpha": 16, "dropout": 0.1},
+    )
     return write_config(cfg, tmp_path / f"{name}.json")
 
 
@@ -45,8 +51,9 @@ def test_sigkill_then_rerun_resumes(make_config, tmp_path):
 
     cfg_file = _config(make_config, tmp_path, "run")
     checkpoints = tmp_path / "run" / "checkpoints"
-    proc = subprocess.Popen(trainer_cmd(cfg_file), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        trainer_cmd(cfg_file), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while latest_resumable(checkpoints) is None and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
@@ -67,18 +74,28 @@ def test_sigkill_then_rerun_resumes(make_config, tmp_path):
     assert result["mlflow_run_id"] == run_id  # the same MLflow run continues
     # Optimizer, scheduler, RNG and data order continued: same end point as without the kill.
     assert result["metrics"]["eval_loss"] == pytest.approx(
-        reference["metrics"]["eval_loss"], rel=1e-3)
+        reference["metrics"]["eval_loss"], rel=1e-3
+    )
 
 
 def test_a_retry_on_a_new_worker_resumes_from_the_mirror(make_config, tmp_path):
     """Preemption takes the worker's disk with it: the retry starts from an empty run dir and
     must pull the newest sealed checkpoint (and the MLflow run) back from the mirror."""
     mirror_dir = tmp_path / "mirror"
-    cfg = make_config(output_dir=str(tmp_path / "worker-1"), mirror_dir=str(mirror_dir),
-                      max_steps=40, eval_steps=10, save_steps=10, early_stopping_patience=None,
-                      seed=11)
-    proc = subprocess.Popen(trainer_cmd(write_config(cfg, tmp_path / "first.json")),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg = make_config(
+        output_dir=str(tmp_path / "worker-1"),
+        mirror_dir=str(mirror_dir),
+        max_steps=40,
+        eval_steps=10,
+        save_steps=10,
+        early_stopping_patience=None,
+        seed=11,
+    )
+    proc = subprocess.Popen(
+        trainer_cmd(write_config(cfg, tmp_path / "first.json")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not list(mirror_dir.glob(f"checkpoints/checkpoint-*/{SEAL}")) and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint reached the mirror"
@@ -93,7 +110,8 @@ def test_a_retry_on_a_new_worker_resumes_from_the_mirror(make_config, tmp_path):
     done = _run(write_config(retry, tmp_path / "retry.json"))
     result = json.loads((tmp_path / "worker-2" / "result.json").read_text())
     assert result["resumed_from"] in mirrored and f"resumed from {result['resumed_from']}" in (
-        done.stdout + done.stderr)
+        done.stdout + done.stderr
+    )
     assert result["global_step"] == 40
     assert result["mlflow_run_id"] == run_id
     assert (mirror_dir / "result.json").is_file()

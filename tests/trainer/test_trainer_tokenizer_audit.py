@@ -10,8 +10,10 @@ from trainer.tokenizer_audit import TokenizerError, audit_tokenizer
 
 @pytest.fixture
 def pair(tiny_model):
-    return (AutoTokenizer.from_pretrained(tiny_model),
-            AutoModelForCausalLM.from_pretrained(tiny_model))
+    return (
+        AutoTokenizer.from_pretrained(tiny_model),
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+    )
 
 
 def test_the_tiny_model_passes_untouched(pair):

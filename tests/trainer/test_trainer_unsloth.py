@@ -32,15 +32,23 @@ class FakeFastLanguageModel:
     @staticmethod
     def get_peft_model(model, **kwargs):
         FakeFastLanguageModel.calls.append(("get_peft_model", kwargs))
-        peft_model = get_peft_model(model, LoraConfig(
-            r=kwargs["r"], lora_alpha=kwargs["lora_alpha"], lora_dropout=kwargs["lora_dropout"],
-            target_modules=kwargs["target_modules"], task_type="CAUSAL_LM"))
+        peft_model = get_peft_model(
+            model,
+            LoraConfig(
+                r=kwargs["r"],
+                lora_alpha=kwargs["lora_alpha"],
+                lora_dropout=kwargs["lora_dropout"],
+                target_modules=kwargs["target_modules"],
+                task_type="CAUSAL_LM",
+            ),
+        )
 
         def record(method):
             def save(directory, tokenizer, **kw):
                 FakeFastLanguageModel.calls.append((method, {"tokenizer": tokenizer, **kw}))
                 Path(directory).mkdir(parents=True, exist_ok=True)
                 (Path(directory) / f"{method}.done").write_text("")
+
             return save
 
         # Unsloth patches these onto the model it returns.
@@ -52,8 +60,9 @@ class FakeFastLanguageModel:
 @pytest.fixture
 def fake_unsloth(monkeypatch):
     FakeFastLanguageModel.calls = []
-    monkeypatch.setitem(sys.modules, "unsloth",
-                        types.SimpleNamespace(FastLanguageModel=FakeFastLanguageModel))
+    monkeypatch.setitem(
+        sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FakeFastLanguageModel)
+    )
     monkeypatch.setattr(backends, "cuda_available", lambda: True)
     trainer_kwargs: dict = {}
 
@@ -73,25 +82,51 @@ def test_auto_picks_unsloth_only_with_gpu_and_package(make_config, monkeypatch, 
     assert backends.resolve_backend(cfg) == "hf"
 
 
-@pytest.mark.parametrize(("export", "saver", "saver_kwargs"), [
-    ("merged", "save_pretrained_merged", {"save_method": "merged_16bit"}),
-    ("gguf", "save_pretrained_gguf", {"quantization_method": "q4_k_m"}),
-])
+@pytest.mark.parametrize(
+    ("export", "saver", "saver_kwargs"),
+    [
+        ("merged", "save_pretrained_merged", {"save_method": "merged_16bit"}),
+        ("gguf", "save_pretrained_gguf", {"quantization_method": "q4_k_m"}),
+    ],
+)
 def test_unsloth_seam(make_config, fake_unsloth, export, saver, saver_kwargs):
-    cfg = parse_config(make_config(backend="unsloth", load_in_4bit=True, max_steps=2,
-                                   eval_steps=2, save_steps=2, export=export,
-                                   lora={"r": 4, "alpha": 8, "dropout": 0.05,
-                                         "target_modules": ["q_proj", "v_proj"]}))
+    cfg = parse_config(
+        make_config(
+            backend="unsloth",
+            load_in_4bit=True,
+            max_steps=2,
+            eval_steps=2,
+            save_steps=2,
+            export=export,
+            lora={"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+        )
+    )
     backend = backends.resolve_backend(cfg)
     result = train.run(cfg, backend)
 
     calls = FakeFastLanguageModel.calls
-    assert calls[0] == ("from_pretrained", {
-        "model_name": cfg.base_model, "revision": None, "max_seq_length": 128,
-        "load_in_4bit": True, "dtype": None})
-    assert calls[1] == ("get_peft_model", {
-        "r": 4, "lora_alpha": 8, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
-        "bias": "none", "use_gradient_checkpointing": "unsloth", "random_state": cfg.seed})
+    assert calls[0] == (
+        "from_pretrained",
+        {
+            "model_name": cfg.base_model,
+            "revision": None,
+            "max_seq_length": 128,
+            "load_in_4bit": True,
+            "dtype": None,
+        },
+    )
+    assert calls[1] == (
+        "get_peft_model",
+        {
+            "r": 4,
+            "lora_alpha": 8,
+            "lora_dropout": 0.05,
+            "target_modules": ["q_proj", "v_proj"],
+            "bias": "none",
+            "use_gradient_checkpointing": "unsloth",
+            "random_state": cfg.seed,
+        },
+    )
     name, kwargs = calls[2]
     assert name == saver and kwargs.pop("tokenizer") is fake_unsloth["processing_class"]
     assert kwargs == saver_kwargs

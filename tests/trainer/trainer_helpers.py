@@ -14,9 +14,14 @@ from modelyard.sampledata import curated_records
 from modelyard.sampledata import write_curated as write_curated_dataset
 
 # Child trainers share two busy cores with other suites: one thread each, nothing from a hub.
-CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-             "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-             "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
+CHILD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+}
 
 
 def write_curated(root: Path, n: int = 200, eval_every: int = 6) -> Path:
@@ -44,9 +49,12 @@ def small_config(model: Path, dataset: Path, root: Path, **overrides) -> dict:
         "save_steps": 10,
         "logging_steps": 5,
         "seed": 7,
-        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-                   "artifact_location": str(root / "artifacts"),
-                   "experiment": "trainer-tests", "run_name": "test"},
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "artifact_location": str(root / "artifacts"),
+            "experiment": "trainer-tests",
+            "run_name": "test",
+        },
     } | overrides
 
 

@@ -7,8 +7,9 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="run curate -> finetune -> promote through Airflow")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="training steps (default: settings)")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="training steps (default: settings)"
+    )
     parser.set_defaults(func=_run)
 
 

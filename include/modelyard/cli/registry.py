@@ -24,8 +24,13 @@ def _status(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from modelyard.registry import promote
 
-    print(json.dumps(promote(_settings(), to=args.to, actor=args.actor, reason=args.reason,
-                             version=args.version)))
+    print(
+        json.dumps(
+            promote(
+                _settings(), to=args.to, actor=args.actor, reason=args.reason, version=args.version
+            )
+        )
+    )
     return 0
 
 

@@ -42,8 +42,9 @@ def _production(client: MlflowClient, name: str):
         raise
 
 
-def score_incumbent(settings: Settings, suite: Suite,
-                    train_result: dict) -> tuple[dict[str, Any], SuiteScores | None]:
+def score_incumbent(
+    settings: Settings, suite: Suite, train_result: dict
+) -> tuple[dict[str, Any], SuiteScores | None]:
     """The production version's scores on ``suite`` (re-scored and stored when missing or stale),
     or the candidate's base model's when nothing is in production yet."""
     client = client_for(settings)
@@ -52,17 +53,27 @@ def score_incumbent(settings: Settings, suite: Suite,
     if mv is None:
         base = load_causal_lm(train_result["base_model"], train_result.get("base_revision"))
         scores = score(*base, suite)
-        return {"kind": "base", "label": "base model", "version": None,
-                "base_model": train_result["base_model"], "metrics": scores.metrics,
-                "rescored": True}, scores
-    info = {"kind": "production", "label": f"production v{mv.version}", "version": str(mv.version),
-            "scored_suite": mv.tags.get(tags.SUITE_VERSION)}
+        return {
+            "kind": "base",
+            "label": "base model",
+            "version": None,
+            "base_model": train_result["base_model"],
+            "metrics": scores.metrics,
+            "rescored": True,
+        }, scores
+    info = {
+        "kind": "production",
+        "label": f"production v{mv.version}",
+        "version": str(mv.version),
+        "scored_suite": mv.tags.get(tags.SUITE_VERSION),
+    }
     stored = mv.tags.get(tags.scores_tag(suite.version))
     if stored:
         return {**info, "metrics": json.loads(stored), "rescored": False}, None
     scores = score(*load_model(settings, mv.version), suite)
-    client.set_model_version_tag(name, mv.version, tags.scores_tag(suite.version),
-                                 json.dumps(scores.metrics, sort_keys=True))
+    client.set_model_version_tag(
+        name, mv.version, tags.scores_tag(suite.version), json.dumps(scores.metrics, sort_keys=True)
+    )
     return {**info, "metrics": scores.metrics, "rescored": True}, scores
 
 
@@ -72,12 +83,18 @@ def training_records(settings: Settings, manifest: dict) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _log_run(client: MlflowClient, run_id: str, report: dict, candidate: SuiteScores,
-             incumbent: SuiteScores | None) -> dict[str, str]:
+def _log_run(
+    client: MlflowClient,
+    run_id: str,
+    report: dict,
+    candidate: SuiteScores,
+    incumbent: SuiteScores | None,
+) -> dict[str, str]:
     """Candidate metrics (named for the suite) and the per-record predictions, report and chart."""
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(f"suite/{k}", v, now, 0)
-                                      for k, v in candidate.metrics.items()])
+    client.log_batch(
+        run_id, metrics=[Metric(f"suite/{k}", v, now, 0) for k, v in candidate.metrics.items()]
+    )
     client.set_tag(run_id, tags.SUITE_VERSION, report["suite_version"])
     artifact_uri = client.get_run(run_id).info.artifact_uri
     eval_dir = f"eval/{report['suite_version']}"
@@ -86,46 +103,65 @@ def _log_run(client: MlflowClient, run_id: str, report: dict, candidate: SuiteSc
         for label, scores in (("predictions", candidate), ("incumbent_predictions", incumbent)):
             if scores is not None:
                 (out / f"{label}.jsonl").write_text(
-                    "".join(json.dumps(p) + "\n" for p in scores.predictions))
+                    "".join(json.dumps(p) + "\n" for p in scores.predictions)
+                )
         client.log_artifacts(run_id, tmp, eval_dir)
         gate_dir = out / "gate"
         gate_dir.mkdir()
         write_report(report, gate_dir / "report.json")
         write_chart(report, gate_dir / "comparison.png")
         client.log_artifacts(run_id, str(gate_dir), "gate")
-    return {"predictions": f"{artifact_uri}/{eval_dir}/predictions.jsonl",
-            "report": f"{artifact_uri}/gate/report.json",
-            "chart": f"{artifact_uri}/gate/comparison.png"}
+    return {
+        "predictions": f"{artifact_uri}/{eval_dir}/predictions.jsonl",
+        "report": f"{artifact_uri}/gate/report.json",
+        "chart": f"{artifact_uri}/gate/comparison.png",
+    }
 
 
-def evaluate_candidate(train_result: dict, settings: Settings,
-                       dataset_manifest: dict) -> dict[str, Any]:
+def evaluate_candidate(
+    train_result: dict, settings: Settings, dataset_manifest: dict
+) -> dict[str, Any]:
     """Score candidate and incumbent on the current suite, check contamination, run the gate.
 
     Returns the JSON-able report (also logged to the candidate's MLflow run).
     """
     suite = ensure_suite(settings)
     client = client_for(settings)
-    gate = resolve_gate(settings.gate,
-                        _registered_tags(client, settings.registered_model).get(tags.GATE))
-    candidate = score(*load_causal_lm(train_result["base_model"], train_result.get("base_revision"),
-                                      train_result["adapter_dir"]), suite)
+    gate = resolve_gate(
+        settings.gate, _registered_tags(client, settings.registered_model).get(tags.GATE)
+    )
+    candidate = score(
+        *load_causal_lm(
+            train_result["base_model"],
+            train_result.get("base_revision"),
+            train_result["adapter_dir"],
+        ),
+        suite,
+    )
     incumbent, incumbent_scores = score_incumbent(settings, suite, train_result)
     manifest_leaks = contamination.manifest_leaks(dataset_manifest)
-    overlap = contamination.overlap_leaks(training_records(settings, dataset_manifest),
-                                          suite.records(), gate.leak_ngram, gate.leak_coverage)
+    overlap = contamination.overlap_leaks(
+        training_records(settings, dataset_manifest),
+        suite.records(),
+        gate.leak_ngram,
+        gate.leak_coverage,
+    )
     decision = decide(gate, candidate.metrics, incumbent["metrics"], manifest_leaks, overlap)
     report = {
         "suite_version": suite.version,
         "dataset_version": dataset_manifest["version"],
-        "candidate": {"mlflow_run_id": train_result["mlflow_run_id"],
-                      "adapter_dir": train_result["adapter_dir"],
-                      "base_model": train_result["base_model"], "metrics": candidate.metrics},
+        "candidate": {
+            "mlflow_run_id": train_result["mlflow_run_id"],
+            "adapter_dir": train_result["adapter_dir"],
+            "base_model": train_result["base_model"],
+            "metrics": candidate.metrics,
+        },
         "incumbent": incumbent,
         "contamination": {"manifest_leaked_to_train": manifest_leaks, "overlap_ids": overlap},
         "gate": decision,
         "passed": decision["passed"],
     }
-    report["artifacts"] = _log_run(client, train_result["mlflow_run_id"], report, candidate,
-                                   incumbent_scores)
+    report["artifacts"] = _log_run(
+        client, train_result["mlflow_run_id"], report, candidate, incumbent_scores
+    )
     return report

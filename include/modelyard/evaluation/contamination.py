@@ -32,11 +32,12 @@ def _words(record: dict) -> list[str]:
 
 
 def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def overlap_leaks(train: Iterable[dict], suite: Iterable[dict], n: int,
-                  coverage: float) -> list[str]:
+def overlap_leaks(
+    train: Iterable[dict], suite: Iterable[dict], n: int, coverage: float
+) -> list[str]:
     """Ids of suite records found in the training records (exactly or by n-gram coverage)."""
     texts: set[tuple[str, ...]] = set()
     grams: set[tuple[str, ...]] = set()

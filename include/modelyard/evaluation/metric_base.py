@@ -22,7 +22,10 @@ class TextPairMetric(evaluate.Metric):
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
-            description=self.summary, citation="", inputs_description=self.inputs_doc,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
+            description=self.summary,
+            citation="",
+            inputs_description=self.inputs_doc,
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )

@@ -20,8 +20,12 @@ def write_chart(report: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.5))
     xs = range(len(names))
     ax.bar([x - 0.2 for x in xs], [cand[m] for m in names], 0.4, label="candidate")
-    ax.bar([x + 0.2 for x in xs], [inc[m] for m in names], 0.4,
-           label=f"incumbent ({report['incumbent']['label']})")
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [inc[m] for m in names],
+        0.4,
+        label=f"incumbent ({report['incumbent']['label']})",
+    )
     ax.set_xticks(list(xs), names)
     gate = report["gate"]
     verdict = "PASSED" if gate["passed"] else "FAILED: " + ", ".join(gate["failed"])

@@ -70,8 +70,9 @@ def suite_config(settings: Settings) -> dict[str, Any]:
     gate = settings.gate
     return {
         "metrics": list(gate.suite_metrics),
-        "metric_args": ({"format_validity": {"schema": gate.json_schema}}
-                        if gate.json_schema else {}),
+        "metric_args": (
+            {"format_validity": {"schema": gate.json_schema}} if gate.json_schema else {}
+        ),
         "generation": {"max_new_tokens": gate.max_new_tokens, "batch_size": gate.eval_batch_size},
         "loss": True,
     }
@@ -84,8 +85,10 @@ def metric_module_path(name_or_path: str) -> str:
         return str(shipped)
     if Path(name_or_path).exists():
         return name_or_path
-    raise ValueError(f"unknown metric module {name_or_path!r}: not shipped in {METRICS_DIR} "
-                     "and not an existing path")
+    raise ValueError(
+        f"unknown metric module {name_or_path!r}: not shipped in {METRICS_DIR} "
+        "and not an existing path"
+    )
 
 
 def current_suite(settings: Settings) -> Suite | None:
@@ -100,8 +103,12 @@ def load_suite(settings: Settings, version: str) -> Suite:
     fs, root = _fs(settings)
     base = posixpath.join(root, SUITES_DIR, version)
     meta = json.loads(fs.cat_file(posixpath.join(base, "suite.json")))
-    return Suite(version=version, records_path=_url(fs, posixpath.join(base, "records.jsonl")),
-                 config=meta["config"], meta=meta)
+    return Suite(
+        version=version,
+        records_path=_url(fs, posixpath.join(base, "records.jsonl")),
+        config=meta["config"],
+        meta=meta,
+    )
 
 
 def held_out_records(settings: Settings) -> tuple[list[dict], list[str]]:
@@ -128,8 +135,10 @@ def freeze_suite(settings: Settings, reason: str) -> Suite:
         raise ValueError("freezing an eval suite needs a --reason")
     records, sources = held_out_records(settings)
     if not records:
-        raise ValueError(f"no held-out records under {settings.storage}/datasets/*/eval.jsonl: "
-                         "publish a dataset first")
+        raise ValueError(
+            f"no held-out records under {settings.storage}/datasets/*/eval.jsonl: "
+            "publish a dataset first"
+        )
     config = suite_config(settings)
     body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
     digest = hashlib.sha256(body + json.dumps(config, sort_keys=True).encode()).hexdigest()
@@ -139,8 +148,12 @@ def freeze_suite(settings: Settings, reason: str) -> Suite:
     previous = current_suite(settings)
     if not fs.exists(posixpath.join(base, "suite.json")):
         meta = {
-            "version": version, "content_hash": digest, "config": config, "reason": reason,
-            "record_count": len(records), "sources": sources,
+            "version": version,
+            "content_hash": digest,
+            "config": config,
+            "reason": reason,
+            "record_count": len(records),
+            "sources": sources,
             "parent": previous.version if previous else None,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }

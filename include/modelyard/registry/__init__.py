@@ -4,5 +4,13 @@ from modelyard.registry.artifacts import load_model
 from modelyard.registry.stages import approval_required, promote, register_candidate, rollback
 from modelyard.registry.status import find_versions, format_status, status
 
-__all__ = ["approval_required", "find_versions", "format_status", "load_model", "promote",
-           "register_candidate", "rollback", "status"]
+__all__ = [
+    "approval_required",
+    "find_versions",
+    "format_status",
+    "load_model",
+    "promote",
+    "register_candidate",
+    "rollback",
+    "status",
+]

@@ -25,8 +25,9 @@ def client_for(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
-def load_causal_lm(base_model: str, base_revision: str | None = None,
-                   adapter_dir: str | None = None):
+def load_causal_lm(
+    base_model: str, base_revision: str | None = None, adapter_dir: str | None = None
+):
     """Base model (+ PEFT adapter) in eval mode, and the adapter's tokenizer (else the base's)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,15 +37,19 @@ def load_causal_lm(base_model: str, base_revision: str | None = None,
     if adapter_dir:
         model = PeftModel.from_pretrained(model, adapter_dir)
     has_tokenizer = adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists()
-    tokenizer = (AutoTokenizer.from_pretrained(adapter_dir) if has_tokenizer
-                 else AutoTokenizer.from_pretrained(base_model, revision=revision))
+    tokenizer = (
+        AutoTokenizer.from_pretrained(adapter_dir)
+        if has_tokenizer
+        else AutoTokenizer.from_pretrained(base_model, revision=revision)
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
 
 
-def log_model_dir(client: MlflowClient, run_id: str, adapter_dir: str, base_model: str,
-                  base_revision: str | None) -> str:
+def log_model_dir(
+    client: MlflowClient, run_id: str, adapter_dir: str, base_model: str, base_revision: str | None
+) -> str:
     """Log the adapter as an MLflow model directory into the run; returns its artifact URI."""
     import peft
     import transformers
@@ -55,9 +60,14 @@ def log_model_dir(client: MlflowClient, run_id: str, adapter_dir: str, base_mode
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(adapter, Path(tmp) / "adapter")
         mlmodel = Model(run_id=run_id, artifact_path=MODEL_PATH)
-        mlmodel.add_flavor(FLAVOR, base_model=base_model, base_revision=base_revision,
-                           adapter="adapter", peft_version=peft.__version__,
-                           transformers_version=transformers.__version__)
+        mlmodel.add_flavor(
+            FLAVOR,
+            base_model=base_model,
+            base_revision=base_revision,
+            adapter="adapter",
+            peft_version=peft.__version__,
+            transformers_version=transformers.__version__,
+        )
         mlmodel.save(str(Path(tmp) / "MLmodel"))
         client.log_artifacts(run_id, tmp, MODEL_PATH)
     return f"{client.get_run(run_id).info.artifact_uri}/{MODEL_PATH}"
@@ -80,9 +90,11 @@ def load_model(settings: Settings, alias_or_version: str | int):
     dst = Path(settings.home, "cache", "models", settings.registered_model, str(version.version))
     if not (dst / MODEL_PATH / "MLmodel").exists():
         dst.mkdir(parents=True, exist_ok=True)
-        download_artifacts(artifact_uri=source, dst_path=str(dst),
-                           tracking_uri=settings.tracking_uri)
+        download_artifacts(
+            artifact_uri=source, dst_path=str(dst), tracking_uri=settings.tracking_uri
+        )
     local = dst / MODEL_PATH
     flavor = Model.load(str(local / "MLmodel")).flavors[FLAVOR]
-    return load_causal_lm(flavor["base_model"], flavor.get("base_revision"),
-                          str(local / flavor["adapter"]))
+    return load_causal_lm(
+        flavor["base_model"], flavor.get("base_revision"), str(local / flavor["adapter"])
+    )

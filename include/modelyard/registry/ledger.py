@@ -30,7 +30,11 @@ def read_ledger(client: MlflowClient, name: str) -> list[dict[str, Any]]:
 def append_entry(client: MlflowClient, name: str, **entry: Any) -> dict[str, Any]:
     """Append one entry (call under the transition lock); returns it with seq and time."""
     seq = len(read_ledger(client, name)) + 1
-    record = {"seq": seq, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "actor": entry.pop("actor", None) or getpass.getuser(), **entry}
+    record = {
+        "seq": seq,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "actor": entry.pop("actor", None) or getpass.getuser(),
+        **entry,
+    }
     client.set_registered_model_tag(name, f"{LEDGER_PREFIX}{seq:06d}", json.dumps(record))
     return record

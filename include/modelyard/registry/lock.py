@@ -18,8 +18,9 @@ from modelyard.settings import Settings
 
 
 def _advisory_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"modelyard:{name}".encode()).digest()[:8], "big",
-                          signed=True)
+    return int.from_bytes(
+        hashlib.sha256(f"modelyard:{name}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 @contextmanager

@@ -17,8 +17,10 @@ def _valid(text: str, validator) -> bool:
 
 class FormatValidity(metric_base.TextPairMetric):
     summary = "Share of predictions that parse as JSON and match the optional JSON schema."
-    inputs_doc = (metric_base.TextPairMetric.inputs_doc
-                  + "    schema (dict, optional): JSON schema each prediction must match.\n")
+    inputs_doc = (
+        metric_base.TextPairMetric.inputs_doc
+        + "    schema (dict, optional): JSON schema each prediction must match.\n"
+    )
 
     def _compute(self, predictions, references, schema=None):
         validator = None
