@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from modelyard.settings import Settings
+from modelyard.settings import PROJECT_ROOT, Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Where this interpreter's console scripts (airflow, mlflow) are: the venv's bin.
 VENV_BIN = Path(sys.executable).parent
 

@@ -2,7 +2,8 @@
 
 Every knob lives here (env prefix ``MODELYARD_``, nested with ``__``), so a newcomer finds
 "where is the near-dup threshold" in one guess: ``Settings.curation.near_dup_threshold``.
-The embedded defaults need no configuration: everything lives under ``./.local``.
+The embedded defaults need no configuration: everything lives under the home,
+``MODELYARD_HOME`` or ``<project root>/.local`` (never the working directory).
 """
 
 from __future__ import annotations
@@ -10,11 +11,24 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The checkout this code runs from (``include/modelyard/settings.py`` -> the project root).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-class CurationSettings(BaseModel):
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message is one line naming the field and the source."""
+
+
+class _Section(BaseModel):
+    """A settings section: a misspelled key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CurationSettings(_Section):
     """Thresholds of the curation stage (see ``modelyard.curation``)."""
 
     min_prompt_chars: int = 1
@@ -43,7 +57,7 @@ class CurationSettings(BaseModel):
     )
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(_Section):
     """Defaults the ``finetune_model`` DAG offers as Params."""
 
     backend: str = "auto"
@@ -60,7 +74,7 @@ class TrainingSettings(BaseModel):
     timeout_minutes: int = 240
 
 
-class MetricThreshold(BaseModel):
+class MetricThreshold(_Section):
     """One metric's bar, shaped like MLflow's ``MetricThreshold`` (see ``evaluation.gate``).
 
     ``threshold`` is a floor (a ceiling when lower is better). The change bars compare with the
@@ -74,7 +88,7 @@ class MetricThreshold(BaseModel):
     greater_is_better: bool = True
 
 
-class GateSettings(BaseModel):
+class GateSettings(_Section):
     """Offline gate and eval-suite defaults: nothing is approved without thresholds.
 
     A registered model may override any field with a registered-model tag ``modelyard.gate``
@@ -105,15 +119,40 @@ class GateSettings(BaseModel):
         },
         description="schema format_validity checks, frozen into new suites",
     )
-    max_new_tokens: int = 48
-    eval_batch_size: int = 16
+    max_new_tokens: int = Field(48, gt=0, le=4096)
+    eval_batch_size: int = Field(16, gt=0, le=1024)
     require_human_approval: bool = False
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELYARD_", env_nested_delimiter="__")
+def find_home() -> Path:
+    """``<project root>/.local`` when this code runs from a modelyard checkout.
 
-    home: Path = Field(Path(".local").resolve(), description="root of the embedded default")
+    Never the working directory: a command run elsewhere would otherwise look at (and create)
+    an empty store there and report a registered model as missing. An installed package (no
+    checkout around it) has no default: ``MODELYARD_HOME`` must say where the home is.
+    """
+    if (PROJECT_ROOT / "dags").is_dir() and (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT / ".local"
+    raise SettingsError(
+        "MODELYARD_HOME is not set and this modelyard is not running from a project checkout "
+        f"({PROJECT_ROOT}): set MODELYARD_HOME to the directory that holds the embedded stores"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELYARD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(
+        default_factory=find_home,
+        description="root of the embedded default: MODELYARD_HOME, else <project root>/.local",
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return home.expanduser().resolve()
     storage_root: str = Field(
         "", description="local path or s3://bucket/prefix; default <home>/data"
     )
@@ -147,6 +186,18 @@ class Settings(BaseSettings):
         return self.base_model or str(self.home / "models" / "tiny-llama")
 
 
+def one_line(err: ValidationError, source: str = "settings") -> str:
+    """A pydantic error as one line: ``<source>: <field>: <problem> (+N more)``."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}{more}"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment (``MODELYARD_*``); one-line ``SettingsError`` if bad."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise SettingsError(one_line(err, "settings (MODELYARD_* environment)")) from None

@@ -6,7 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from modelyard.cli import curate, demo, eval_suite, registry
+from modelyard.settings import one_line
 
 COMMANDS = (demo, curate, registry, eval_suite)
 
@@ -23,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ValidationError as exc:  # a ValueError too, but many lines: say the first one
+        print(f"modelyard: error: {one_line(exc)}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, PermissionError) as exc:
         print(f"modelyard: error: {exc}", file=sys.stderr)
         return 2
