@@ -1,8 +1,8 @@
 """The promotion ledger: every alias transition and approval, stored with the registered model.
 
 Design: one registered-model tag per entry, ``modelyard.ledger.<seq>-<uid>`` holding a JSON
-object (who, on whose behalf, when, action, version, from/to stage, the version that held the
-target alias before (``from_version``), why, which DAG run). Tags live in the registry database
+object (who, on whose behalf, when, from which host, action, version, from/to stage, the version
+that held the target alias before (``from_version``), why, which DAG run). Tags live in the registry database
 next to the aliases they describe, so the ledger survives alias moves, needs no extra store, is
 written in one row insert, shows on the model's page in the MLflow UI and is read with one
 ``get_registered_model`` call.
@@ -19,6 +19,7 @@ Reading orders entries by ``(seq, uid)``: a total order, the same on every read;
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -40,8 +41,10 @@ FIELDS = (
     "reason",
     "dag_id",
     "dag_run_id",
+    "host",
 )
 REQUIRED = ("at", "action", "version")
+VERSION_FIELDS = ("version", "from_version")
 
 
 def _sequence(suffix: str) -> int | None:
@@ -68,7 +71,7 @@ def _entry(suffix: str, raw: str) -> dict[str, Any]:
     entry = dict(stored)
     for field in FIELDS:
         value = stored.get(field)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if field in VERSION_FIELDS and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # versions written by hand as numbers
         if value is not None and not isinstance(value, str):
             notes.append(f"unreadable field {field} in {LEDGER_PREFIX}{suffix}: {value!r}")
@@ -105,6 +108,7 @@ def append_entry(client: MlflowClient, name: str, actor: str, **entry: Any) -> d
         "seq": seq,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "actor": actor,
+        "host": socket.gethostname(),  # from where: the machine that made the change
         **entry,
     }
     client.set_registered_model_tag(name, LEDGER_PREFIX + suffix, json.dumps(record))
