@@ -2,10 +2,10 @@
 
 Design: one registered-model tag per entry, ``modelyard.ledger.<seq>-<uid>`` holding a JSON
 object (who, on whose behalf, when, from which host, action, version, from/to stage, the version
-that held the target alias before (``from_version``), why, which DAG run). Tags live in the registry database
-next to the aliases they describe, so the ledger survives alias moves, needs no extra store, is
-written in one row insert, shows on the model's page in the MLflow UI and is read with one
-``get_registered_model`` call.
+that held the target alias before (``from_version``), why, which DAG run). Tags live in the
+registry database next to the aliases they describe, so the ledger survives alias moves, needs
+no extra store, is written in one row insert, shows on the model's page in the MLflow UI and is
+read with one ``get_registered_model`` call.
 
 MLflow has no insert-if-absent: ``set_registered_model_tag`` silently replaces a tag with the
 same key, on every store (SQL ``merge``, the REST server). So no two appends may ever pick the
