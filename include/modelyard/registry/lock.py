@@ -113,6 +113,7 @@ def _postgres(settings: Settings, target: LockTarget) -> Iterator[Held]:
     engine = sqlalchemy.create_engine(
         target.where,
         poolclass=sqlalchemy.pool.NullPool,
+        isolation_level="AUTOCOMMIT",  # a session lock: no transaction left open while held
         connect_args={"connect_timeout": knobs.http_timeout_seconds},
     )
     key = _advisory_key(knobs.lock_namespace, settings.registered_model)
@@ -131,8 +132,18 @@ def _postgres(settings: Settings, target: LockTarget) -> Iterator[Held]:
             if getattr(exc.orig, "pgcode", None) == "55P03":  # lock_not_available
                 raise _busy(settings, target) from None
             raise _unusable(target, exc.orig) from None
+
+        def confirm() -> None:
+            try:
+                conn.execute(sqlalchemy.text("SELECT 1"))  # the session that holds the lock
+            except sqlalchemy.exc.SQLAlchemyError:
+                raise RegistryError(
+                    f"lost the transition lock of {settings.registered_model}: the connection "
+                    f"to {display_uri(target.where)} dropped; nothing was changed"
+                ) from None
+
         try:
-            yield Held(target, lambda: conn.execute(sqlalchemy.text("SELECT 1")))
+            yield Held(target, confirm)
         finally:
             # A session that is gone holds no advisory lock: nothing left to release then.
             with suppress(sqlalchemy.exc.SQLAlchemyError):
