@@ -28,22 +28,33 @@ MODELYARD = str(Path(sys.executable).parent / "modelyard")
 BOUND_S = 150
 
 
-def _run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
+def _run_all(env: dict[str, str], *commands: tuple[str, ...]) -> list[tuple[int, str]]:
+    """Run CLI commands side by side (each is a fresh process); (exit code, stderr) of each."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODELYARD_", "MLFLOW_"))}
-    return subprocess.run(
-        [MODELYARD, *argv],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=BOUND_S,
-    )
+    procs = [
+        subprocess.Popen(
+            [MODELYARD, *argv],
+            env={**clean, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in commands
+    ]
+    try:
+        return [(p.wait(timeout=BOUND_S), p.stderr.read()) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stderr.close()
 
 
-def _one_line_error(done: subprocess.CompletedProcess) -> str:
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+def _one_line_error(done: tuple[int, str]) -> str:
+    code, stderr = done
+    assert code == 2 and "Traceback" not in stderr, (code, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
     return lines[0]
 
 
@@ -54,9 +65,15 @@ def test_an_unreachable_server_fails_fast_naming_uri_and_cause(tmp_path: Path) -
         "MODELYARD_MLFLOW_TRACKING_URI": uri,
         "MODELYARD_REGISTRY__LOCK_URL": f"file://{tmp_path / 'locks'}",
     }
-    for argv in (("registry", "status"), ("promote", "--to", "canary"), ("rollback",)):
-        line = _one_line_error(_run(env, *argv))  # default settings: bounded
+    commands = (("registry", "status"), ("promote", "--to", "canary"), ("rollback",))
+    for done in _run_all(env, *commands):  # default settings: bounded
+        line = _one_line_error(done)
         assert uri in line and "Connection refused" in line, line
+    database = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/mlflow"
+    line = _one_line_error(
+        _run_all({**env, "MODELYARD_MLFLOW_TRACKING_URI": database}, commands[0])[0]
+    )
+    assert database in line and "Connection refused" in line, line
 
 
 def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
@@ -70,28 +87,29 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
             "MODELYARD_REGISTRY__HTTP_TIMEOUT_SECONDS": "2",
             "MODELYARD_REGISTRY__HTTP_MAX_RETRIES": "1",
         }
-        line = _one_line_error(_run(env, "registry", "status", "--json"))
+        line = _one_line_error(_run_all(env, ("registry", "status", "--json"))[0])
     assert uri in line and "timed out" in line and "2 s timeout" in line, line
 
 
 def test_read_only_and_move_commands_never_create_a_store(tmp_path: Path) -> None:
     home = tmp_path / "elsewhere" / ".local"
     env = {"MODELYARD_HOME": str(home)}
-    for argv in (
+    for done in _run_all(
+        env,
         ("registry", "status"),
         ("registry", "status", "--json"),
         ("promote", "--to", "canary"),
         ("approve", "--version", "1", "--reason", "looks fine"),
         ("rollback",),
     ):
-        line = _one_line_error(_run(env, *argv))
+        line = _one_line_error(done)
         assert str(home / "mlflow" / "mlflow.db") in line and f"MODELYARD_HOME={home}" in line
     assert not (tmp_path / "elsewhere").exists()
 
 
 def test_a_database_without_an_mlflow_store_is_left_alone(tmp_path: Path, postgres_url) -> None:
     env = {"MODELYARD_HOME": str(tmp_path), "MODELYARD_MLFLOW_TRACKING_URI": postgres_url}
-    line = _one_line_error(_run(env, "registry", "status"))
+    line = _one_line_error(_run_all(env, ("registry", "status"))[0])
     assert "holds no MLflow store" in line
     engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
     with engine.connect() as conn:

@@ -7,10 +7,13 @@ trainer, in its own environment, gets the same values from :func:`mlflow_http_en
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy
@@ -18,6 +21,8 @@ from mlflow.exceptions import MlflowException
 
 from modelyard.settings import Settings
 
+P = ParamSpec("P")
+R = TypeVar("R")
 REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
 
 
@@ -94,11 +99,14 @@ def require_store(settings: Settings) -> None:
         return
     if is_remote(uri):
         return  # a server owns its store; reaching it is checked by the first request
-    engine = sqlalchemy.create_engine(
-        uri,
-        poolclass=sqlalchemy.pool.NullPool,
-        connect_args=_connect_timeout(uri, settings.registry.http_timeout_seconds),
-    )
+    try:
+        engine = sqlalchemy.create_engine(
+            uri,
+            poolclass=sqlalchemy.pool.NullPool,
+            connect_args=_connect_timeout(uri, settings.registry.http_timeout_seconds),
+        )
+    except (ImportError, sqlalchemy.exc.ArgumentError) as exc:  # no driver for the scheme
+        raise StoreUnavailable(f"cannot open the MLflow store {display_uri(uri)}: {exc}") from None
     try:
         with engine.connect() as conn:
             found = sqlalchemy.inspect(conn).has_table("registered_models")
@@ -146,17 +154,36 @@ def store_errors(settings: Settings) -> Iterator[None]:
     """
     uri = display_uri(settings.tracking_uri)
     knobs = settings.registry
-    unreachable = (
-        f"cannot reach the MLflow tracking store {uri} ({knobs.http_max_retries + 1} attempts, "
-        f"{knobs.http_timeout_seconds} s timeout each; registry.http_* settings)"
+    tries = (
+        f" ({knobs.http_max_retries + 1} attempts, {knobs.http_timeout_seconds} s timeout each; "
+        "registry.http_* settings)"
+        if is_remote(settings.tracking_uri)
+        else ""
     )
     try:
         yield
     except MlflowException as exc:
         if _is_transport_failure(exc):
-            raise StoreUnavailable(f"{unreachable}: {_root_cause(exc)}") from None
+            raise StoreUnavailable(
+                f"cannot reach the MLflow tracking store {uri}{tries}: {_root_cause(exc)}"
+            ) from None
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise RegistryError(f"{exc.message.splitlines()[0]} (store {uri})") from None
         raise
     except sqlalchemy.exc.OperationalError as exc:
-        raise StoreUnavailable(f"{unreachable}: {_root_cause(exc)}") from None
+        raise StoreUnavailable(
+            f"cannot reach the MLflow tracking store {uri}: {_root_cause(exc)}"
+        ) from None
+
+
+def reports_store_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` under :func:`store_errors` for its ``settings`` argument."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        settings = signature.bind(*args, **kwargs).arguments["settings"]
+        with store_errors(settings):
+            return func(*args, **kwargs)
+
+    return run

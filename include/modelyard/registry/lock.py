@@ -110,8 +110,11 @@ def _unusable(target: LockTarget, cause: object) -> StoreUnavailable:
 @contextmanager
 def _postgres(settings: Settings, target: LockTarget) -> Iterator[Held]:
     knobs = settings.registry
+    url = sqlalchemy.engine.make_url(target.where)
+    if url.drivername == "postgresql":  # the driver modelyard installs, not SQLAlchemy's default
+        url = url.set(drivername="postgresql+psycopg2")
     engine = sqlalchemy.create_engine(
-        target.where,
+        url,
         poolclass=sqlalchemy.pool.NullPool,
         isolation_level="AUTOCOMMIT",  # a session lock: no transaction left open while held
         connect_args={"connect_timeout": knobs.http_timeout_seconds},

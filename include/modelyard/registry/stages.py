@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from modelyard.registry import tags
 from modelyard.registry.approval import approvable, approval_required, require_approval
 from modelyard.registry.artifacts import client_for, log_model_dir
-from modelyard.registry.connection import require_store, store_errors
+from modelyard.registry.connection import reports_store_errors, require_store
 from modelyard.registry.identity import os_user
 from modelyard.registry.ledger import append_entry, read_ledger
 from modelyard.registry.lock import lock_target, transition_lock
@@ -101,6 +101,7 @@ def _require_passed(client: MlflowClient, name: str, version: str) -> None:
         )
 
 
+@reports_store_errors
 def register_candidate(
     train_result: dict,
     eval_report: dict,
@@ -112,93 +113,87 @@ def register_candidate(
 
     Idempotent per training run, so an Airflow retry returns the version the first try made.
     """
-    with store_errors(settings):
-        lock_target(settings)  # refuse before uploading anything when no lock can guard the move
-        client = client_for(settings)
-        name = settings.registered_model
-        run_id = train_result["mlflow_run_id"]
-        ensure_registered_model(client, name)
-        existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-        if existing:
-            mv = existing[0]
-            return {
-                "name": name,
-                "version": str(mv.version),
-                "source": mv.source,
-                "staging": mv.tags.get(tags.GATE_DECISION) == "passed",
-                "ledger": None,
-            }
-        gate = eval_report["gate"]
-        passed = bool(gate["passed"])
-        metrics = eval_report["candidate"]["metrics"]
-        suite = eval_report["suite_version"]
-        incumbent = eval_report.get("incumbent", {})
-        source = log_model_dir(
-            client,
-            run_id,
-            train_result["adapter_dir"],
-            train_result["base_model"],
-            train_result.get("base_revision"),
-        )
-        version_tags = {
-            tags.DATASET_VERSION: dataset_manifest["version"],
-            tags.DATASET_HASH: dataset_manifest.get("content_hash", ""),
-            tags.BASE_MODEL: train_result["base_model"],
-            tags.BASE_REVISION: str(train_result.get("base_revision") or ""),
-            tags.CONFIG_HASH: train_result.get("config_hash", ""),
-            tags.GIT_SHA: git_sha(),
-            tags.SUITE_VERSION: suite,
-            tags.METRICS: json.dumps(metrics, sort_keys=True),
-            tags.scores_tag(suite): json.dumps(metrics, sort_keys=True),
-            tags.GATE_DECISION: "passed" if passed else "failed",
-            tags.GATE_FAILED: ",".join(gate["failed"]),
-            tags.GATE_MARGINS: json.dumps({c["name"]: c["margin"] for c in gate.get("checks", [])}),
-            tags.GATE_INCUMBENT: json.dumps(
-                {k: incumbent.get(k) for k in ("label", "version", "metrics")}, sort_keys=True
-            ),
-            tags.GATE_REPORT: eval_report.get("artifacts", {}).get("report", ""),
-            tags.DAG_ID: str(airflow_ctx.get("dag_id", "")),
-            tags.DAG_RUN_ID: str(airflow_ctx.get("run_id", "")),
-            tags.MLFLOW_RUN_ID: run_id,
-        }
-        dag_id = airflow_ctx.get("dag_id")
-        actor = airflow_ctx.get("actor") or (f"airflow:{dag_id}" if dag_id else os_user())
-        with transition_lock(settings) as held:
-            held.confirm()
-            mv = client.create_model_version(
-                name,
-                source,
-                run_id=run_id,
-                tags=version_tags,
-                description=f"dataset {dataset_manifest['version']}, suite {suite}",
-            )
-            version = str(mv.version)  # MLflow 3 hands out versions as ints; modelyard speaks str
-            if passed:
-                client.set_registered_model_alias(name, "staging", version)
-            entry = append_entry(
-                client,
-                name,
-                actor=actor,
-                action="register",
-                version=version,
-                from_stage=None,
-                to_stage="staging" if passed else None,
-                from_version=None,
-                gate="passed" if passed else "failed",
-                failed=gate["failed"],
-                reason="gate passed" if passed else "gate failed",
-                dag_id=dag_id,
-                dag_run_id=airflow_ctx.get("run_id"),
-            )
+    lock_target(settings)  # refuse before uploading anything when no lock can guard the move
+    client = client_for(settings)
+    name = settings.registered_model
+    run_id = train_result["mlflow_run_id"]
+    ensure_registered_model(client, name)
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        mv = existing[0]
         return {
             "name": name,
-            "version": version,
-            "staging": passed,
-            "ledger": entry,
-            "source": source,
+            "version": str(mv.version),
+            "source": mv.source,
+            "staging": mv.tags.get(tags.GATE_DECISION) == "passed",
+            "ledger": None,
         }
+    gate = eval_report["gate"]
+    passed = bool(gate["passed"])
+    metrics = eval_report["candidate"]["metrics"]
+    suite = eval_report["suite_version"]
+    incumbent = eval_report.get("incumbent", {})
+    source = log_model_dir(
+        client,
+        run_id,
+        train_result["adapter_dir"],
+        train_result["base_model"],
+        train_result.get("base_revision"),
+    )
+    version_tags = {
+        tags.DATASET_VERSION: dataset_manifest["version"],
+        tags.DATASET_HASH: dataset_manifest.get("content_hash", ""),
+        tags.BASE_MODEL: train_result["base_model"],
+        tags.BASE_REVISION: str(train_result.get("base_revision") or ""),
+        tags.CONFIG_HASH: train_result.get("config_hash", ""),
+        tags.GIT_SHA: git_sha(),
+        tags.SUITE_VERSION: suite,
+        tags.METRICS: json.dumps(metrics, sort_keys=True),
+        tags.scores_tag(suite): json.dumps(metrics, sort_keys=True),
+        tags.GATE_DECISION: "passed" if passed else "failed",
+        tags.GATE_FAILED: ",".join(gate["failed"]),
+        tags.GATE_MARGINS: json.dumps({c["name"]: c["margin"] for c in gate.get("checks", [])}),
+        tags.GATE_INCUMBENT: json.dumps(
+            {k: incumbent.get(k) for k in ("label", "version", "metrics")}, sort_keys=True
+        ),
+        tags.GATE_REPORT: eval_report.get("artifacts", {}).get("report", ""),
+        tags.DAG_ID: str(airflow_ctx.get("dag_id", "")),
+        tags.DAG_RUN_ID: str(airflow_ctx.get("run_id", "")),
+        tags.MLFLOW_RUN_ID: run_id,
+    }
+    dag_id = airflow_ctx.get("dag_id")
+    actor = airflow_ctx.get("actor") or (f"airflow:{dag_id}" if dag_id else os_user())
+    with transition_lock(settings) as held:
+        held.confirm()
+        mv = client.create_model_version(
+            name,
+            source,
+            run_id=run_id,
+            tags=version_tags,
+            description=f"dataset {dataset_manifest['version']}, suite {suite}",
+        )
+        version = str(mv.version)  # MLflow 3 hands out versions as ints; modelyard speaks str
+        if passed:
+            client.set_registered_model_alias(name, "staging", version)
+        entry = append_entry(
+            client,
+            name,
+            actor=actor,
+            action="register",
+            version=version,
+            from_stage=None,
+            to_stage="staging" if passed else None,
+            from_version=None,
+            gate="passed" if passed else "failed",
+            failed=gate["failed"],
+            reason="gate passed" if passed else "gate failed",
+            dag_id=dag_id,
+            dag_run_id=airflow_ctx.get("run_id"),
+        )
+    return {"name": name, "version": version, "staging": passed, "ledger": entry, "source": source}
 
 
+@reports_store_errors
 def promote(
     settings: Settings,
     to: str,
@@ -222,48 +217,48 @@ def promote(
     _check_text(reason, on_behalf_of)
     source_stage = PREVIOUS_STAGE[to]
     name = settings.registered_model
-    with store_errors(settings):
-        require_store(settings)
-        client = client_for(settings)
-        with transition_lock(settings) as held:
-            holder = _alias_version(client, name, source_stage)
-            target = requested or holder
-            if target is None:
-                raise ValueError(f"no version of {name} holds {source_stage}: nothing to promote")
-            _require_passed(client, name, target)
-            if holder != target:
-                raise ValueError(
-                    f"version {target} of {name} does not hold {source_stage} "
-                    f"(held by {holder or 'none'}); promote it to {source_stage} first"
-                )
-            approvals = []
-            if to == "production" and approval_required(settings):
-                approvals = require_approval(read_ledger(client, name), name, target, actor)
-            previous = _alias_version(client, name, to)
-            held.confirm()
-            client.set_registered_model_alias(name, to, target)
-            client.delete_registered_model_alias(name, source_stage)
-            if to == "production" and previous and previous != target:
-                client.set_registered_model_tag(name, tags.PREVIOUS_PRODUCTION, previous)
-            entry = append_entry(
-                client,
-                name,
-                actor=actor,
-                on_behalf_of=on_behalf_of,
-                action="promote",
-                version=target,
-                from_stage=source_stage,
-                to_stage=to,
-                from_version=previous,
-                reason=reason,
-                approved_by=[a["actor"] for a in approvals],
-                approvals=[a["id"] for a in approvals],
-                dag_id=dag_id,
-                dag_run_id=dag_run_id,
+    require_store(settings)
+    client = client_for(settings)
+    with transition_lock(settings) as held:
+        holder = _alias_version(client, name, source_stage)
+        target = requested or holder
+        if target is None:
+            raise ValueError(f"no version of {name} holds {source_stage}: nothing to promote")
+        _require_passed(client, name, target)
+        if holder != target:
+            raise ValueError(
+                f"version {target} of {name} does not hold {source_stage} "
+                f"(held by {holder or 'none'}); promote it to {source_stage} first"
             )
+        approvals = []
+        if to == "production" and approval_required(settings):
+            approvals = require_approval(read_ledger(client, name), name, target, actor)
+        previous = _alias_version(client, name, to)
+        held.confirm()
+        client.set_registered_model_alias(name, to, target)
+        client.delete_registered_model_alias(name, source_stage)
+        if to == "production" and previous and previous != target:
+            client.set_registered_model_tag(name, tags.PREVIOUS_PRODUCTION, previous)
+        entry = append_entry(
+            client,
+            name,
+            actor=actor,
+            on_behalf_of=on_behalf_of,
+            action="promote",
+            version=target,
+            from_stage=source_stage,
+            to_stage=to,
+            from_version=previous,
+            reason=reason,
+            approved_by=[a["actor"] for a in approvals],
+            approvals=[a["id"] for a in approvals],
+            dag_id=dag_id,
+            dag_run_id=dag_run_id,
+        )
     return {"name": name, "version": target, "stage": to, "from_version": previous, "ledger": entry}
 
 
+@reports_store_errors
 def approve(
     settings: Settings,
     actor: str,
@@ -281,27 +276,26 @@ def approve(
     requested = _version_ref(version)
     _check_text(reason, on_behalf_of)
     name = settings.registered_model
-    with store_errors(settings):
-        require_store(settings)
-        client = client_for(settings)
-        with transition_lock(settings) as held:
-            target = approvable(_alias_version(client, name, "canary"), requested, name)
-            _require_passed(client, name, target)
-            held.confirm()
-            entry = append_entry(
-                client,
-                name,
-                actor=actor,
-                on_behalf_of=on_behalf_of,
-                action="approve",
-                version=target,
-                from_stage="canary",
-                to_stage="production",
-                from_version=None,
-                reason=reason,
-                dag_id=dag_id,
-                dag_run_id=dag_run_id,
-            )
+    require_store(settings)
+    client = client_for(settings)
+    with transition_lock(settings) as held:
+        target = approvable(_alias_version(client, name, "canary"), requested, name)
+        _require_passed(client, name, target)
+        held.confirm()
+        entry = append_entry(
+            client,
+            name,
+            actor=actor,
+            on_behalf_of=on_behalf_of,
+            action="approve",
+            version=target,
+            from_stage="canary",
+            to_stage="production",
+            from_version=None,
+            reason=reason,
+            dag_id=dag_id,
+            dag_run_id=dag_run_id,
+        )
     return {"name": name, "version": target, "ledger": entry}
 
 
@@ -316,6 +310,7 @@ def rollback_target(ledger: list[dict], current: str) -> str | None:
     return next((v for v in reversed(history) if v not in bad), None)
 
 
+@reports_store_errors
 def rollback(
     settings: Settings,
     actor: str,
@@ -332,36 +327,35 @@ def rollback(
     """
     _check_text(reason, on_behalf_of)
     name = settings.registered_model
-    with store_errors(settings):
-        require_store(settings)
-        client = client_for(settings)
-        with transition_lock(settings) as held:
-            current = _alias_version(client, name, "production")
-            if current is None:
-                raise ValueError(f"{name} has no production version to roll back")
-            target = rollback_target(read_ledger(client, name), current)
-            if target is None:
-                raise ValueError(
-                    f"the ledger of {name} has no earlier production version than "
-                    f"{current} to roll back to"
-                )
-            _require_passed(client, name, target)
-            held.confirm()
-            client.set_registered_model_alias(name, "production", target)
-            client.set_model_version_tag(name, current, tags.ROLLED_BACK, "true")
-            client.set_registered_model_tag(name, tags.PREVIOUS_PRODUCTION, current)
-            entry = append_entry(
-                client,
-                name,
-                actor=actor,
-                on_behalf_of=on_behalf_of,
-                action="rollback",
-                version=target,
-                from_stage="production",
-                to_stage="production",
-                from_version=current,
-                reason=reason,
-                dag_id=dag_id,
-                dag_run_id=dag_run_id,
+    require_store(settings)
+    client = client_for(settings)
+    with transition_lock(settings) as held:
+        current = _alias_version(client, name, "production")
+        if current is None:
+            raise ValueError(f"{name} has no production version to roll back")
+        target = rollback_target(read_ledger(client, name), current)
+        if target is None:
+            raise ValueError(
+                f"the ledger of {name} has no earlier production version than "
+                f"{current} to roll back to"
             )
+        _require_passed(client, name, target)
+        held.confirm()
+        client.set_registered_model_alias(name, "production", target)
+        client.set_model_version_tag(name, current, tags.ROLLED_BACK, "true")
+        client.set_registered_model_tag(name, tags.PREVIOUS_PRODUCTION, current)
+        entry = append_entry(
+            client,
+            name,
+            actor=actor,
+            on_behalf_of=on_behalf_of,
+            action="rollback",
+            version=target,
+            from_stage="production",
+            to_stage="production",
+            from_version=current,
+            reason=reason,
+            dag_id=dag_id,
+            dag_run_id=dag_run_id,
+        )
     return {"name": name, "version": target, "rolled_back_from": current, "ledger": entry}

@@ -9,7 +9,7 @@ from mlflow.exceptions import MlflowException
 
 from modelyard.registry import tags
 from modelyard.registry.artifacts import client_for
-from modelyard.registry.connection import require_store, store_errors
+from modelyard.registry.connection import reports_store_errors, require_store
 from modelyard.registry.ledger import read_ledger
 from modelyard.settings import Settings
 
@@ -104,36 +104,36 @@ def _version_row(mv, aliases: list[str]) -> dict[str, Any]:
     }
 
 
+@reports_store_errors
 def status(settings: Settings) -> dict[str, Any]:
     """Aliases, every version with lineage, scores and gate decision, and the ledger.
 
     Read-only: a store that does not exist is a :class:`StoreMissing` error, never created.
     """
     name = settings.registered_model
-    with store_errors(settings):
-        require_store(settings)
-        client = client_for(settings)
-        try:
-            model = client.get_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            return {
-                "model": name,
-                "exists": False,
-                "aliases": {},
-                "previous_production": None,
-                "gate_override": None,
-                "versions": [],
-                "ledger": [],
-            }
-        aliases = {alias: str(version) for alias, version in model.aliases.items()}
-        found = client.search_model_versions(f"name = '{name}'")
-        versions = [
-            _version_row(mv, [a for a, v in aliases.items() if v == str(mv.version)])
-            for mv in sorted(found, key=lambda v: int(v.version))
-        ]
-        ledger = read_ledger(client, name)
+    require_store(settings)
+    client = client_for(settings)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return {
+            "model": name,
+            "exists": False,
+            "aliases": {},
+            "previous_production": None,
+            "gate_override": None,
+            "versions": [],
+            "ledger": [],
+        }
+    aliases = {alias: str(version) for alias, version in model.aliases.items()}
+    found = client.search_model_versions(f"name = '{name}'")
+    versions = [
+        _version_row(mv, [a for a, v in aliases.items() if v == str(mv.version)])
+        for mv in sorted(found, key=lambda v: int(v.version))
+    ]
+    ledger = read_ledger(client, name)
     return {
         "model": name,
         "exists": True,
