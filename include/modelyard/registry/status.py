@@ -104,6 +104,20 @@ def _version_row(mv, aliases: list[str]) -> dict[str, Any]:
     }
 
 
+def unregistered(name: str, problem: str | None = None) -> dict[str, Any]:
+    """The status of a model with no versions; ``problem`` says why (e.g. no store there)."""
+    return {
+        "model": name,
+        "exists": False,
+        "problem": problem,
+        "aliases": {},
+        "previous_production": None,
+        "gate_override": None,
+        "versions": [],
+        "ledger": [],
+    }
+
+
 @reports_store_errors
 def status(settings: Settings) -> dict[str, Any]:
     """Aliases, every version with lineage, scores and gate decision, and the ledger.
@@ -118,15 +132,7 @@ def status(settings: Settings) -> dict[str, Any]:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        return {
-            "model": name,
-            "exists": False,
-            "aliases": {},
-            "previous_production": None,
-            "gate_override": None,
-            "versions": [],
-            "ledger": [],
-        }
+        return unregistered(name)
     aliases = {alias: str(version) for alias, version in model.aliases.items()}
     found = client.search_model_versions(f"name = '{name}'")
     versions = [
