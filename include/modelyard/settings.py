@@ -161,7 +161,7 @@ class RegistrySettings(_Section):
     """
 
     http_timeout_seconds: int = Field(
-        30, ge=1, le=600, description="per request to the tracking server (and lock backends)"
+        15, ge=1, le=600, description="per request to the tracking server (and lock backends)"
     )
     http_max_retries: int = Field(2, ge=0, le=10, description="retries of a failed request")
     http_backoff_factor: int = Field(

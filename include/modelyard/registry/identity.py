@@ -17,8 +17,11 @@ from typing import Any
 
 
 def os_user() -> str:
-    """The account this process runs as."""
-    return pwd.getpwuid(os.getuid()).pw_name
+    """The account this process runs as (``uid:N`` for a uid with no passwd entry)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # containers often run a bare uid
+        return f"uid:{os.getuid()}"
 
 
 def airflow_actor(context: Mapping[str, Any]) -> str:
