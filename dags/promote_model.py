@@ -1,8 +1,9 @@
 """Move a model version staging → canary → production, or roll production back.
 
 Every transition is gated (a version must hold the previous stage and have passed the
-evaluation gate) and appended to the promotion ledger. When the model's settings ask for it,
-promotion to production waits for a human approval in the Airflow UI.
+evaluation gate) and appended to the promotion ledger under the name of the person who
+triggered the run. When `promotion.require_human_approval` is on, production waits for a
+person other than the one who triggered the run to approve the version in the approval task.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from modelyard.settings import get_settings
 
-ACTOR = "airflow:promote_model"
-
 
 @dag(
     dag_id="promote_model",
@@ -26,58 +25,63 @@ ACTOR = "airflow:promote_model"
     tags=["modelyard", "registry"],
     doc_md=__doc__,
     params={
+        "to": Param(
+            "canary",
+            enum=["canary", "production"],
+            title="Promote to",
+            description="The stage to move a version into: canary takes the version now in "
+            "staging, production takes the version now in canary. Ignored for a rollback.",
+        ),
+        "version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Version",
+            description="The model version number to move, e.g. 3. Leave empty to move "
+            "whichever version holds the stage below. Not used by a rollback.",
+        ),
         "rollback": Param(
             False,
             type="boolean",
-            description="point production back at the last known good version",
+            title="Roll back production",
+            description="Instead of promoting, point production back at the version that held "
+            "it before the current one. Needs no version and no approval.",
         ),
-        "to": Param("canary", enum=["canary", "production"]),
-        "version": Param(
-            "", type="string", description="empty = the version holding the stage below"
+        "reason": Param(
+            "from the Airflow UI",
+            type="string",
+            minLength=1,
+            maxLength=2000,
+            title="Reason",
+            description="Why, in a sentence; recorded in the promotion ledger with your name.",
         ),
-        "reason": Param("promoted from the Airflow UI", type="string"),
     },
 )
 def promote_model():
     @task.branch
-    def route(params: dict | None = None) -> str:
-        from modelyard.registry import approval_required
+    def route(params: dict | None = None) -> str | list[str]:
+        from modelyard.registry.dag_tasks import route as choose
 
-        if params["rollback"]:
-            return "rollback"
-        if params["to"] == "production" and approval_required(get_settings()):
-            return ["approve", "promote"]  # promote then waits for the human's answer
-        return "promote"
+        return choose(get_settings(), params)
 
     approve = ApprovalOperator(
         task_id="approve",
         subject="Promote {{ params.version or 'the canary' }} to production?",
-        body="Check the canary's live metrics and the gate report in MLflow before approving.",
+        body="Check the canary's live metrics and the gate report in MLflow before approving. "
+        "Your answer is recorded as the approval; it counts only if you did not trigger this run.",
     )
 
     @task(trigger_rule="none_failed_min_one_success")
     def promote(params: dict | None = None) -> dict:
-        from modelyard.registry import promote as promote_version
+        from modelyard.registry.dag_tasks import promote_from_run
 
-        return promote_version(
-            get_settings(),
-            to=params["to"],
-            actor=ACTOR,
-            reason=params["reason"],
-            dag_run_id=get_current_context()["run_id"],
-            version=params["version"] or None,
-        )
+        return promote_from_run(get_settings(), params, get_current_context())
 
     @task
     def rollback(params: dict | None = None) -> dict:
-        from modelyard.registry import rollback as rollback_production
+        from modelyard.registry.dag_tasks import rollback_from_run
 
-        return rollback_production(
-            get_settings(),
-            actor=ACTOR,
-            reason=params["reason"],
-            dag_run_id=get_current_context()["run_id"],
-        )
+        return rollback_from_run(get_settings(), params, get_current_context())
 
     branch = route()
     promoted = promote()

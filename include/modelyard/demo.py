@@ -26,8 +26,12 @@ DEMO_DAYS = 3
 
 def _status(settings: Settings) -> dict:
     from modelyard.registry import status
+    from modelyard.registry.connection import StoreMissing
 
-    return status(settings)
+    try:
+        return status(settings)
+    except StoreMissing:  # a first run: nothing registered yet
+        return {}
 
 
 def _trigger(

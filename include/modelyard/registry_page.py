@@ -91,9 +91,15 @@ def render(status: dict) -> str:
 
 def _status() -> dict:
     from modelyard.registry import status
+    from modelyard.registry.connection import StoreMissing
+    from modelyard.registry.status import unregistered
     from modelyard.settings import get_settings
 
-    return status(get_settings())
+    settings = get_settings()
+    try:
+        return status(settings)
+    except StoreMissing as missing:  # nothing registered yet; never create a store to say so
+        return unregistered(settings.registered_model, str(missing))
 
 
 def create_app(auth: object | None = None) -> FastAPI:

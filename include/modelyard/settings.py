@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The checkout this code runs from (``include/modelyard/settings.py`` -> the project root).
@@ -93,7 +93,20 @@ class GateSettings(_Section):
 
     A registered model may override any field with a registered-model tag ``modelyard.gate``
     holding a JSON object (merged over these values), so each model carries its own bar.
+    Human approval is not a gate field: it is ``promotion.require_human_approval``, which no
+    per-model tag can turn off.
     """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_approval_here(cls, data: object) -> object:
+        if isinstance(data, dict) and "require_human_approval" in data:
+            raise ValueError(
+                "require_human_approval is not a gate setting: human approval is "
+                "promotion.require_human_approval (MODELYARD_PROMOTION__REQUIRE_HUMAN_APPROVAL), "
+                "set for the whole registry and never per model"
+            )
+        return data
 
     primary_metric: str = "rouge_l"
     thresholds: dict[str, MetricThreshold] = Field(
@@ -121,7 +134,57 @@ class GateSettings(_Section):
     )
     max_new_tokens: int = Field(48, gt=0, le=4096)
     eval_batch_size: int = Field(16, gt=0, le=1024)
-    require_human_approval: bool = False
+
+
+class PromotionSettings(_Section):
+    """Who may move a version into production (see ``modelyard.registry.approval``).
+
+    Registry-wide on purpose: a per-model tag can tighten the gate, never skip a human.
+    """
+
+    require_human_approval: bool = Field(
+        False,
+        description="production needs a recorded approval of that version by another person",
+    )
+    auto_canary: bool = Field(
+        True, description="a version that passed the gate moves staging -> canary on its own"
+    )
+
+
+class RegistrySettings(_Section):
+    """Reaching the MLflow tracking store, and the lock every alias transition holds.
+
+    The ``http_*`` values are MLflow's own client knobs (``MLFLOW_HTTP_REQUEST_TIMEOUT``,
+    ``_MAX_RETRIES``, ``_BACKOFF_FACTOR``), applied where clients are built
+    (``modelyard.registry.connection``). MLflow's defaults (120 s, 7 retries, factor 2) make an
+    unreachable server a 4-minute silence; these fail in seconds and still ride out a blip.
+    """
+
+    http_timeout_seconds: int = Field(
+        15, ge=1, le=600, description="per request to the tracking server (and lock backends)"
+    )
+    http_max_retries: int = Field(2, ge=0, le=10, description="retries of a failed request")
+    http_backoff_factor: int = Field(
+        1, ge=0, le=120, description="seconds; retry n waits factor * 2**(n-1)"
+    )
+    lock_url: str = Field(
+        "",
+        description="shared transition lock: postgresql://... (advisory lock), redis://... "
+        "(lease lock), file:///dir (one host only); empty = the tracking store's own "
+        "(Postgres advisory lock, or a file lock beside a local store); required with http://",
+    )
+    lock_namespace: str = Field(
+        "modelyard",
+        min_length=1,
+        max_length=100,
+        description="prefix of the lock's key, to share one Redis/Postgres between deployments",
+    )
+    lock_wait_seconds: float = Field(
+        60.0, gt=0, le=3600, description="give up waiting for another transition after this"
+    )
+    lock_lease_seconds: float = Field(
+        120.0, ge=5, le=3600, description="Redis lease: a crashed holder frees the lock after it"
+    )
 
 
 def find_home() -> Path:
@@ -153,6 +216,7 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:
         return home.expanduser().resolve()
+
     storage_root: str = Field(
         "", description="local path or s3://bucket/prefix; default <home>/data"
     )
@@ -163,6 +227,8 @@ class Settings(BaseSettings):
     curation: CurationSettings = CurationSettings()
     training: TrainingSettings = TrainingSettings()
     gate: GateSettings = GateSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @property
     def storage(self) -> str:

@@ -24,6 +24,7 @@ from modelyard.registry import (
     status,
 )
 from modelyard.registry.artifacts import load_causal_lm
+from modelyard.registry.identity import os_user
 from modelyard.registry.tags import GATE
 
 # A newer candidate may trail the production version a little on this tiny task; the gate for
@@ -115,7 +116,7 @@ def test_lifecycle(
     assert state["previous_production"] == v1["version"]
 
     # Rollback restores the previous production version exactly, in one step.
-    assert _cli("rollback", "--reason", "error rate up", "--actor", "carol") == 0
+    assert _cli("rollback", "--reason", "error rate up", "--on-behalf-of", "carol") == 0
     assert status(settings)["aliases"]["production"] == v1["version"]
     assert _generate(*load_model(settings, "production"), record) == expected
     with pytest.raises(ValueError, match="no earlier production version"):
@@ -161,6 +162,7 @@ def test_lifecycle(
         (e["action"], e["version"], e["to_stage"], e["actor"], e["dag_run_id"])
         for e in state["ledger"]
     ]
+    me = os_user()  # the CLI records the OS account, and carol only as on_behalf_of
     assert moves == [
         ("register", weak["version"], None, "airflow", "run-weak"),
         ("register", v1["version"], "staging", "airflow", "run-1"),
@@ -169,8 +171,9 @@ def test_lifecycle(
         ("register", v2["version"], "staging", "airflow", "run-2"),
         ("promote", v2["version"], "canary", "alice", None),
         ("promote", v2["version"], "production", "bob", "p-4"),
-        ("rollback", v1["version"], "production", "carol", None),
+        ("rollback", v1["version"], "production", me, None),
     ]
+    assert state["ledger"][-1]["on_behalf_of"] == "carol"
     assert all(e["at"] for e in state["ledger"])
     assert state["ledger"][-1]["from_version"] == v2["version"]
 

@@ -12,21 +12,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelyard.settings import GateSettings, MetricThreshold
+from pydantic import ValidationError
+
+from modelyard.settings import GateSettings, MetricThreshold, one_line
 
 GATE_TAG = "modelyard.gate"  # registered-model tag holding a JSON override of GateSettings
 _EPS = 1e-12
 
 
 def resolve_gate(defaults: GateSettings, override_json: str | None) -> GateSettings:
-    """Settings' gate with the registered model's ``modelyard.gate`` JSON merged on top."""
+    """Settings' gate with the registered model's ``modelyard.gate`` JSON merged on top.
+
+    The override may only name gate fields: an unknown key, a bad value or an attempt to turn
+    off human approval (a registry-wide promotion setting) is refused in one line.
+    """
     if not override_json:
         return defaults
     try:
         override = json.loads(override_json)
     except ValueError as exc:
-        raise ValueError(f"registered-model tag {GATE_TAG} is not JSON: {exc}") from exc
-    return GateSettings.model_validate({**defaults.model_dump(), **override})
+        raise ValueError(f"registered-model tag {GATE_TAG} is not JSON: {exc}") from None
+    if not isinstance(override, dict):
+        raise ValueError(f"registered-model tag {GATE_TAG} must be a JSON object of gate fields")
+    try:
+        return GateSettings.model_validate({**defaults.model_dump(), **override})
+    except ValidationError as err:
+        raise ValueError(one_line(err, f"registered-model tag {GATE_TAG}")) from None
 
 
 def _check(

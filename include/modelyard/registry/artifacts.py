@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.models import Model
 
+from modelyard.registry.connection import configure_http
 from modelyard.settings import Settings
 
 FLAVOR = "modelyard_peft"
@@ -22,6 +23,8 @@ MODEL_PATH = "model"
 
 
 def client_for(settings: Settings) -> MlflowClient:
+    """The one place clients are built: MLflow's HTTP timeout/retries come from the settings."""
+    configure_http(settings)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 

@@ -1,10 +1,12 @@
-"""Model versions and their stages: registration, promotion, rollback.
+"""Model versions and their stages: registration, approval, promotion, rollback.
 
 Stages are MLflow aliases (``staging`` -> ``canary`` -> ``production``): an alias names one
 version at a time, so "which version is production" has one answer by construction. Each move
 happens under :func:`modelyard.registry.lock.transition_lock`, re-reads the aliases inside the
 lock, and is appended to the ledger (:mod:`modelyard.registry.ledger`). A version whose gate
-failed can never hold an alias.
+failed can never hold an alias, and production needs a recorded human approval when
+``promotion.require_human_approval`` says so (:mod:`modelyard.registry.approval`). These
+functions are the one path every caller (DAGs, CLI, the UI's actions) moves aliases through.
 """
 
 from __future__ import annotations
@@ -18,17 +20,37 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from modelyard.registry import tags
+from modelyard.registry.approval import approvable, approval_required, require_approval
 from modelyard.registry.artifacts import client_for, log_model_dir
+from modelyard.registry.connection import reports_store_errors, require_store
+from modelyard.registry.identity import os_user
 from modelyard.registry.ledger import append_entry, read_ledger
-from modelyard.registry.lock import transition_lock
+from modelyard.registry.lock import lock_target, transition_lock
 from modelyard.settings import Settings
 
 PREVIOUS_STAGE = {"canary": "staging", "production": "canary"}
+MAX_REASON_CHARS = 2000
+MAX_NAME_CHARS = 200
 
 
-def approval_required(settings: Settings) -> bool:
-    """Whether production needs a human approval (the promote DAG waits on a HITL task)."""
-    return settings.gate.require_human_approval
+def _version_ref(version: str | int | None) -> str | None:
+    """A version number as MLflow spells it ("3"), None for "not given"; refuses anything else."""
+    if version is None or version == "":
+        return None
+    ref = str(version).strip()
+    if not ref.isdigit() or int(ref) < 1:
+        raise ValueError(f"a version is a number such as 3, not {version!r}")
+    return str(int(ref))
+
+
+def _check_text(reason: str, on_behalf_of: str | None) -> None:
+    """Bounded free text: MLflow refuses tag values past its limit with a long traceback."""
+    if len(reason) > MAX_REASON_CHARS:
+        raise ValueError(
+            f"the reason has {len(reason)} characters; keep it under {MAX_REASON_CHARS}"
+        )
+    if on_behalf_of is not None and not 0 < len(on_behalf_of.strip()) <= MAX_NAME_CHARS:
+        raise ValueError(f"on_behalf_of must name someone in 1..{MAX_NAME_CHARS} characters")
 
 
 def git_sha() -> str:
@@ -66,7 +88,12 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def _require_passed(client: MlflowClient, name: str, version: str) -> None:
-    mv = client.get_model_version(name, version)
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ValueError(f"{name} has no version {version}") from None
+        raise
     if mv.tags.get(tags.GATE_DECISION) != "passed":
         failed = mv.tags.get(tags.GATE_FAILED) or "no gate decision recorded"
         raise PermissionError(
@@ -74,6 +101,7 @@ def _require_passed(client: MlflowClient, name: str, version: str) -> None:
         )
 
 
+@reports_store_errors
 def register_candidate(
     train_result: dict,
     eval_report: dict,
@@ -85,6 +113,7 @@ def register_candidate(
 
     Idempotent per training run, so an Airflow retry returns the version the first try made.
     """
+    lock_target(settings)  # refuse before uploading anything when no lock can guard the move
     client = client_for(settings)
     name = settings.registered_model
     run_id = train_result["mlflow_run_id"]
@@ -132,7 +161,10 @@ def register_candidate(
         tags.DAG_RUN_ID: str(airflow_ctx.get("run_id", "")),
         tags.MLFLOW_RUN_ID: run_id,
     }
-    with transition_lock(settings):
+    dag_id = airflow_ctx.get("dag_id")
+    actor = airflow_ctx.get("actor") or (f"airflow:{dag_id}" if dag_id else os_user())
+    with transition_lock(settings) as held:
+        held.confirm()
         mv = client.create_model_version(
             name,
             source,
@@ -146,7 +178,7 @@ def register_candidate(
         entry = append_entry(
             client,
             name,
-            actor=airflow_ctx.get("actor"),
+            actor=actor,
             action="register",
             version=version,
             from_stage=None,
@@ -155,12 +187,13 @@ def register_candidate(
             gate="passed" if passed else "failed",
             failed=gate["failed"],
             reason="gate passed" if passed else "gate failed",
-            dag_id=airflow_ctx.get("dag_id"),
+            dag_id=dag_id,
             dag_run_id=airflow_ctx.get("run_id"),
         )
     return {"name": name, "version": version, "staging": passed, "ledger": entry, "source": source}
 
 
+@reports_store_errors
 def promote(
     settings: Settings,
     to: str,
@@ -168,20 +201,27 @@ def promote(
     reason: str,
     dag_run_id: str | None = None,
     version: str | int | None = None,
+    on_behalf_of: str | None = None,
+    dag_id: str | None = None,
 ) -> dict[str, Any]:
     """Move a version up one stage: staging -> canary, or canary -> production.
 
     Without ``version`` the one holding the previous stage moves. The version must hold the
     previous stage at the moment the lock is held, so a racing promotion finds it moved and fails.
+    Production needs a standing approval by someone other than ``actor`` when
+    ``promotion.require_human_approval`` is set.
     """
     if to not in PREVIOUS_STAGE:
         raise ValueError(f"can promote to {' or '.join(PREVIOUS_STAGE)}, not {to!r}")
+    requested = _version_ref(version)
+    _check_text(reason, on_behalf_of)
     source_stage = PREVIOUS_STAGE[to]
-    client = client_for(settings)
     name = settings.registered_model
-    with transition_lock(settings):
+    require_store(settings)
+    client = client_for(settings)
+    with transition_lock(settings) as held:
         holder = _alias_version(client, name, source_stage)
-        target = str(version) if version is not None else holder
+        target = requested or holder
         if target is None:
             raise ValueError(f"no version of {name} holds {source_stage}: nothing to promote")
         _require_passed(client, name, target)
@@ -190,7 +230,11 @@ def promote(
                 f"version {target} of {name} does not hold {source_stage} "
                 f"(held by {holder or 'none'}); promote it to {source_stage} first"
             )
+        approvals = []
+        if to == "production" and approval_required(settings):
+            approvals = require_approval(read_ledger(client, name), name, target, actor)
         previous = _alias_version(client, name, to)
+        held.confirm()
         client.set_registered_model_alias(name, to, target)
         client.delete_registered_model_alias(name, source_stage)
         if to == "production" and previous and previous != target:
@@ -199,32 +243,93 @@ def promote(
             client,
             name,
             actor=actor,
+            on_behalf_of=on_behalf_of,
             action="promote",
             version=target,
             from_stage=source_stage,
             to_stage=to,
             from_version=previous,
             reason=reason,
-            dag_id=None,
+            approved_by=[a["actor"] for a in approvals],
+            approvals=[a["id"] for a in approvals],
+            dag_id=dag_id,
             dag_run_id=dag_run_id,
         )
     return {"name": name, "version": target, "stage": to, "from_version": previous, "ledger": entry}
 
 
+@reports_store_errors
+def approve(
+    settings: Settings,
+    actor: str,
+    reason: str,
+    version: str | int | None = None,
+    on_behalf_of: str | None = None,
+    dag_id: str | None = None,
+    dag_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Record that ``actor`` approves the version in canary (or ``version``) for production.
+
+    The approval is a ledger entry (who, which version, when, from which host or DAG run); it
+    is what ``promote(to="production")`` looks for, see :mod:`modelyard.registry.approval`.
+    """
+    requested = _version_ref(version)
+    _check_text(reason, on_behalf_of)
+    name = settings.registered_model
+    require_store(settings)
+    client = client_for(settings)
+    with transition_lock(settings) as held:
+        target = approvable(_alias_version(client, name, "canary"), requested, name)
+        _require_passed(client, name, target)
+        held.confirm()
+        entry = append_entry(
+            client,
+            name,
+            actor=actor,
+            on_behalf_of=on_behalf_of,
+            action="approve",
+            version=target,
+            from_stage="canary",
+            to_stage="production",
+            from_version=None,
+            reason=reason,
+            dag_id=dag_id,
+            dag_run_id=dag_run_id,
+        )
+    return {"name": name, "version": target, "ledger": entry}
+
+
 def rollback_target(ledger: list[dict], current: str) -> str | None:
     """The last version that held production before ``current`` and was never rolled back from."""
     bad = {e["from_version"] for e in ledger if e["action"] == "rollback"} | {current}
-    history = [e["version"] for e in ledger if e.get("to_stage") == "production"]
+    history = [
+        e["version"]
+        for e in ledger
+        if e["to_stage"] == "production" and e["action"] in ("promote", "rollback")
+    ]
     return next((v for v in reversed(history) if v not in bad), None)
 
 
+@reports_store_errors
 def rollback(
-    settings: Settings, actor: str, reason: str, dag_run_id: str | None = None
+    settings: Settings,
+    actor: str,
+    reason: str,
+    dag_run_id: str | None = None,
+    on_behalf_of: str | None = None,
+    dag_id: str | None = None,
 ) -> dict[str, Any]:
-    """Point ``production`` back at the last known good version, in one step."""
-    client = client_for(settings)
+    """Point ``production`` back at the last known good version, in one step.
+
+    No new approval is needed: the target already held production (the ledger says so), and
+    was approved then whenever approval was required; an incident must not wait for a second
+    person. The rollback is recorded with its actor like every other move.
+    """
+    _check_text(reason, on_behalf_of)
     name = settings.registered_model
-    with transition_lock(settings):
+    require_store(settings)
+    client = client_for(settings)
+    with transition_lock(settings) as held:
         current = _alias_version(client, name, "production")
         if current is None:
             raise ValueError(f"{name} has no production version to roll back")
@@ -235,6 +340,7 @@ def rollback(
                 f"{current} to roll back to"
             )
         _require_passed(client, name, target)
+        held.confirm()
         client.set_registered_model_alias(name, "production", target)
         client.set_model_version_tag(name, current, tags.ROLLED_BACK, "true")
         client.set_registered_model_tag(name, tags.PREVIOUS_PRODUCTION, current)
@@ -242,13 +348,14 @@ def rollback(
             client,
             name,
             actor=actor,
+            on_behalf_of=on_behalf_of,
             action="rollback",
             version=target,
             from_stage="production",
             to_stage="production",
             from_version=current,
             reason=reason,
-            dag_id=None,
+            dag_id=dag_id,
             dag_run_id=dag_run_id,
         )
     return {"name": name, "version": target, "rolled_back_from": current, "ledger": entry}
