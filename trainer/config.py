@@ -305,7 +305,7 @@ def check_against_model(cfg: TrainerConfig) -> None:
     the tracking URI: everything that would otherwise fail only after the model loaded."""
     from transformers import AutoConfig
 
-    from trainer.data import exists
+    from trainer.data import check_file
 
     cfg.mlflow.resolved_tracking_uri()
     base = cfg.base_model
@@ -324,6 +324,5 @@ def check_against_model(cfg: TrainerConfig) -> None:
             f"max_position_embeddings ({limit})"
         )
     for name in ("train_file", "eval_file"):
-        url = getattr(cfg, name)
-        if url is not None and not exists(url):
-            raise ConfigError(f"{name}: file does not exist: {url}")
+        if getattr(cfg, name) is not None:
+            check_file(name, getattr(cfg, name))

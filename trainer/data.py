@@ -23,14 +23,22 @@ def _fs(url: str):
     return fsspec.core.url_to_fs(url)
 
 
-def exists(url: str) -> bool:
-    """Whether ``url`` is a file; a storage that cannot be reached is a one-line ``ConfigError``."""
+def check_file(field: str, url: str) -> None:
+    """One-line ``ConfigError`` naming ``field`` unless ``url`` is a file that can be read.
+
+    ``fs.info`` rather than ``fs.isfile``: the latter answers False for a storage it cannot
+    reach, which would blame a missing file for a network or credentials problem.
+    """
     try:
         fs, path = _fs(url)
-        return fs.isfile(path)
+        if fs.info(path)["type"] == "file":
+            return
+    except FileNotFoundError:
+        pass
     except Exception as err:  # s3fs/botocore raise many types; the reason is what matters
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"data: cannot reach {url}: {reason}") from None
+        raise ConfigError(f"{field}: cannot reach {url}: {reason}") from None
+    raise ConfigError(f"{field}: file does not exist: {url}")
 
 
 def local_copy(url: str, scratch: Path, name: str) -> Path:
