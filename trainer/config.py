@@ -115,7 +115,7 @@ class TrainingRecipe(_Strict):
         description="Longest training example in tokens; longer ones are cut. At most the base "
         "model's context length.",
     )
-    lora: LoraConfig = LoraConfig()
+    lora: LoraConfig = Field(default_factory=LoraConfig)
     learning_rate: float = Field(
         2e-4,
         gt=0.0,
@@ -243,7 +243,7 @@ class TrainerConfig(TrainingRecipe):
     output_dir: Path = Field(description="the run dir: checkpoints, adapter, result.json")
     mirror_dir: str | None = Field(None, description="local path or s3://..., via fsspec")
     data_version: str | None = None
-    mlflow: MlflowConfig = MlflowConfig()
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
     def recipe(self) -> dict:
         """Base, data version and every hyperparameter: what the model is a function of.

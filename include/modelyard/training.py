@@ -94,8 +94,9 @@ def _nullable(field: dict) -> dict:
     return spec
 
 
-def _nested_get(data: dict, path: str) -> Any:
-    for part in path.split("."):
+def _at(data: dict, parts: list[str]) -> Any:
+    """``data[parts[0]][parts[1]]...``: a nested value of a dumped recipe."""
+    for part in parts:
         data = data[part]
     return data
 
@@ -124,7 +125,7 @@ def trigger_params(settings: Settings) -> dict[str, dict]:
     }
     for path in FORM_FIELDS:
         field = _field_schema(schema, path)
-        current = _nested_get(recipe, path)
+        current = _at(recipe, path.split("."))
         spec = {"default": None, **_nullable(field)}
         spec["description"] = (
             f"{field['description'].rstrip('.')}. Empty: the settings value, {json.dumps(current)}."
@@ -138,16 +139,12 @@ def trigger_params(settings: Settings) -> dict[str, dict]:
 
 def _recipe_with(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The settings' recipe with every non-empty Param of ``FORM_FIELDS`` put in its place."""
-    recipe = settings.training.recipe.model_dump(mode="json", exclude_unset=False)
+    recipe = settings.training.recipe.model_dump(mode="json")
     for path in FORM_FIELDS:
         value = params.get(_param_name(path))
-        if value is None:
-            continue
-        *parents, leaf = path.split(".")
-        node = recipe
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        if value is not None:
+            *parents, leaf = path.split(".")
+            _at(recipe, parents)[leaf] = value
     return recipe
 
 

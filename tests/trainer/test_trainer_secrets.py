@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from modelyard.training import build_trainer_config, run_trainer
 from tests.net import free_port
+from trainer.config import ConfigError
 
 PASSWORD = "Hunter2-db-secret"
 PARAMS = {"backend": "hf", "max_steps": 5, "lora_r": 4}
@@ -67,3 +68,11 @@ def test_a_failing_trainer_never_logs_the_password(short, curated, monkeypatch, 
     assert "trainer:***@127.0.0.1" in logged + str(failed.value)  # the URL was in the output
     assert PASSWORD not in logged and PASSWORD not in str(failed.value)
     assert _files_holding(short.home, PASSWORD) == []
+
+
+def test_a_credential_in_any_other_field_is_refused_before_writing(short, curated):
+    config = build_trainer_config(PARAMS, {"path": str(curated)}, "cred", short)
+    config["mlflow"]["artifact_location"] = f"ftp://mlflow:{PASSWORD}@files.example/artifacts"
+    with pytest.raises(ConfigError, match=r"^mlflow\.artifact_location: holds a credential"):
+        run_trainer(config, short)
+    assert not Path(config["output_dir"]).exists()
