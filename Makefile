@@ -48,3 +48,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf .local
+
+# Proves the real GPU path on an NVIDIA machine (own venv from trainer/requirements-gpu.txt,
+# Unsloth 4-bit QLoRA, kill + resume, GGUF when llama.cpp is present); not part of `make test`.
+# Options: make gpu-check GPU_CHECK_ARGS="--base-model PATH_OR_HUB_NAME --steps 60"
+.PHONY: gpu-check
+gpu-check:
+	$(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)

@@ -1,7 +1,8 @@
 """Fine-tune a candidate on a curated dataset version, evaluate it against the incumbent,
 register it with lineage and, when the gate passes, give it the ``staging`` alias.
 
-Scheduled on the curated-dataset Asset; also triggerable from the UI with typed Params.
+Scheduled on the curated-dataset Asset; also triggerable from the UI with typed Params (the
+common training knobs: backend, 4-bit, LoRA rank, learning rate, steps, batch, export...).
 The training task runs on queue ``gpu`` in pool ``gpu`` and resumes from its last
 checkpoint when retried (the run directory is named after the DAG run).
 """
@@ -14,6 +15,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from modelyard.assets import CURATED_DATASET
 from modelyard.settings import get_settings
+from modelyard.training import trigger_params
 
 _training = get_settings().training
 
@@ -26,16 +28,9 @@ _training = get_settings().training
     max_active_runs=1,
     tags=["modelyard", "training"],
     doc_md=__doc__,
-    params={
-        "dataset_version": Param(
-            "", type="string", description="empty = the triggering Asset event, else latest"
-        ),
-        "base_model": Param("", type="string", description="path or hub id; empty = default"),
-        "backend": Param(_training.backend, enum=["auto", "hf", "unsloth"]),
-        "lora_r": Param(_training.lora_r, type="integer", minimum=1, maximum=256),
-        "learning_rate": Param(_training.learning_rate, type="number", exclusiveMinimum=0),
-        "max_steps": Param(_training.max_steps, type="integer", minimum=1),
-    },
+    # Generated from the trainer's schema (types, bounds, choices, descriptions); every Param
+    # is nullable and empty means "the settings value", so the form submits as it opens.
+    params={name: Param(**spec) for name, spec in trigger_params(get_settings()).items()},
 )
 def finetune_model():
     @task

@@ -1,4 +1,5 @@
-"""``python -m trainer --config FILE``: exit 0 with result.json written, 2 on a bad config."""
+"""``python -m trainer --config FILE``: exit 0 with result.json written, 2 on a bad config,
+1 with one line when an export did not deliver its files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from trainer.backends import ExportError, resolve_backend
 from trainer.config import ConfigError, load_config
 
 
@@ -23,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = load_config(args.config)
-        from trainer.backends import resolve_backend
-
         backend = resolve_backend(cfg)
         if backend == "unsloth":
             importlib.import_module("unsloth")  # must patch transformers/TRL before they load
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"trainer: config error: {err}", file=sys.stderr)
         return 2
+    except ExportError as err:
+        print(f"trainer: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2))
     return 0
 

@@ -3,6 +3,9 @@
 HF Trainer writes a checkpoint file by file, so a worker killed mid-save leaves a directory that
 looks newest but cannot be resumed. A callback seals every checkpoint with a marker written last
 (atomically); only sealed checkpoints whose state files are all present are ever resumed from.
+The seal names the recipe hash and the backend that wrote the checkpoint: a resume under another
+recipe or backend (another optimizer, Unsloth's model instead of PEFT's) would load optimizer
+state that belongs to a different training, so it is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import re
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from trainer.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +95,20 @@ def fetch_file(mirror_dir: str, name: str, dest_dir: Path) -> bool:
     return True
 
 
+def check_resume(checkpoint: Path, config_hash: str, backend: str) -> None:
+    """Refuse (one line) to resume a checkpoint another recipe or backend wrote."""
+    seal = json.loads((checkpoint / SEAL).read_text(encoding="utf-8"))
+    written = (seal.get("config_hash"), seal.get("backend"))
+    if written == (config_hash, backend):
+        return
+    raise ConfigError(
+        f"resume: {checkpoint.name} in {checkpoint.parent} was written by recipe {written[0]} "
+        f"on backend {written[1]}, this run is recipe {config_hash} on backend {backend}; "
+        "resuming would load another training's optimizer state: use a new run dir "
+        "(output_dir / mirror_dir) or restore the original config"
+    )
+
+
 def restore_from_mirror(mirror_dir: str, checkpoints_dir: Path) -> Path | None:
     """Bring the newest sealed checkpoint back from the mirror into ``checkpoints_dir``.
 
@@ -123,13 +142,15 @@ def restore_from_mirror(mirror_dir: str, checkpoints_dir: Path) -> Path | None:
 class SealCheckpoints(TrainerCallback):
     """Seal each checkpoint after HF Trainer finished writing it, then mirror it."""
 
-    def __init__(self, mirror_dir: str | None) -> None:
+    def __init__(self, mirror_dir: str | None, config_hash: str, backend: str) -> None:
         self.mirror_dir = mirror_dir
+        self.stamp = {"config_hash": config_hash, "backend": backend}
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        write_atomic(checkpoint / SEAL, json.dumps({"global_step": state.global_step}))
+        seal = {"global_step": state.global_step, **self.stamp}
+        write_atomic(checkpoint / SEAL, json.dumps(seal))
         if self.mirror_dir:
             mirror(checkpoint, f"{self.mirror_dir.rstrip('/')}/checkpoints")

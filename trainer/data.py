@@ -1,16 +1,60 @@
-"""Curated JSONL -> TRL's conversational prompt-completion format.
+"""Curated JSONL -> TRL's conversational prompt-completion format, read from any storage URL.
 
 ``prompt`` is every turn before the final assistant turn and ``completion`` is that turn, so
-TRL applies the chat template and computes the loss on the completion tokens only.
+TRL applies the chat template and computes the loss on the completion tokens only. The data may
+sit on the storage root (``s3://...``, ``file://...`` or a path): remote files are copied into the
+run dir first, because ``datasets`` memory-maps what it reads and training must not depend on the
+network after it started.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from datasets import Dataset
 
-from trainer.config import TrainerConfig
+from trainer.config import ConfigError, TrainerConfig
+
+
+def _fs(url: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def check_file(field: str, url: str) -> None:
+    """One-line ``ConfigError`` naming ``field`` unless ``url`` is a file that can be read.
+
+    ``fs.info`` rather than ``fs.isfile``: the latter answers False for a storage it cannot
+    reach, which would blame a missing file for a network or credentials problem.
+    """
+    try:
+        fs, path = _fs(url)
+        if fs.info(path)["type"] == "file":
+            return
+    except FileNotFoundError:
+        pass
+    except Exception as err:  # s3fs/botocore raise many types; the reason is what matters
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{field}: cannot reach {url}: {reason}") from None
+    raise ConfigError(f"{field}: file does not exist: {url}")
+
+
+def local_copy(url: str, scratch: Path, name: str) -> Path:
+    """A local path holding ``url``: the file itself when it is local, else a copy in ``scratch``
+    (written under a temporary name and renamed, so a killed download is never taken as data)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = _fs(url)
+    if isinstance(fs, LocalFileSystem):
+        return Path(path)
+    scratch.mkdir(parents=True, exist_ok=True)
+    dest = scratch / f"{name}{Path(path).suffix}"
+    partial = dest.with_name(f".{dest.name}.part")
+    fs.get_file(path, str(partial))
+    os.replace(partial, dest)
+    return dest
 
 
 def _to_prompt_completion(row: dict) -> dict:
@@ -29,8 +73,9 @@ def load_splits(cfg: TrainerConfig) -> tuple[Dataset, Dataset]:
     """Train and validation sets. Without an ``eval_file`` the validation set is a seeded slice
     of the training data: early stopping and best-checkpoint selection must not look at the
     held-out eval suite, or the gate would score a model chosen on its own test set."""
-    train = load_split(cfg.train_file)
+    scratch = cfg.output_dir / "data"
+    train = load_split(local_copy(cfg.train_file, scratch, "train_file"))
     if cfg.eval_file is not None:
-        return train, load_split(cfg.eval_file)
+        return train, load_split(local_copy(cfg.eval_file, scratch, "eval_file"))
     parts = train.train_test_split(test_size=cfg.validation_fraction, seed=cfg.seed)
     return parts["train"], parts["test"]

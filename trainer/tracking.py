@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from trainer.checkpoints import write_atomic
 from trainer.config import TrainerConfig
+from trainer.redaction import redact
 
 RUN_ID_FILE = "mlflow_run.json"
 # HF's end-of-training summary reuses "train_loss" for the mean over the run.
@@ -26,7 +27,7 @@ _RENAMES = {"loss": "train_loss", "train_loss": "train_loss_mean"}
 
 def start_run(cfg: TrainerConfig) -> str:
     """Start (or re-open) the run dir's MLflow run and make it the active run."""
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_tracking_uri(cfg.mlflow.resolved_tracking_uri())
     id_file = cfg.output_dir / RUN_ID_FILE
     run_id = cfg.mlflow.run_id
     if run_id is None and id_file.is_file():
@@ -47,14 +48,20 @@ def start_run(cfg: TrainerConfig) -> str:
     return run.info.run_id
 
 
+def resolved_config(cfg: TrainerConfig) -> dict[str, Any]:
+    """The full config as recorded in MLflow: credentials in any URI masked."""
+    return redact(cfg.model_dump(mode="json"))
+
+
 def flat_params(cfg: TrainerConfig) -> dict[str, Any]:
-    """The recipe as MLflow params (the full resolved config is logged as an artifact)."""
+    """The recipe as MLflow params, credentials masked (the resolved config is an artifact)."""
     out: dict[str, Any] = {}
-    for key, value in cfg.recipe().items():
+    for key, value in redact(cfg.recipe()).items():
         if isinstance(value, dict):
             out.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             out[key] = value
+    out["lora.alpha"] = cfg.lora.scaling_alpha  # the value used (empty in the config = 2 x r)
     return out
 
 
@@ -155,11 +162,13 @@ def model_card(
                 "load_in_4bit",
                 "warmup_ratio",
                 "weight_decay",
+                "optim",
+                "padding_free",
             )
         )
     )
     results = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items()))
-    return f"""# LoRA adapter for {cfg.base_model}
+    return redact(f"""# LoRA adapter for {cfg.base_model}
 
 - Base model: `{cfg.base_model}` (revision `{cfg.base_revision or "default"}`)
 - Training data version: `{cfg.data_version or "unversioned"}`
@@ -179,4 +188,4 @@ Not evaluated for other tasks, languages or safety-critical use.
 | metric | value |
 | --- | --- |
 {results}
-"""
+""")

@@ -18,6 +18,7 @@ from trl import SFTConfig, SFTTrainer
 from trainer import backends
 from trainer.checkpoints import (
     SealCheckpoints,
+    check_resume,
     fetch_file,
     latest_resumable,
     mirror,
@@ -35,6 +36,7 @@ from trainer.tracking import (
     model_card,
     peak_memory_mb,
     plot_losses,
+    resolved_config,
     start_run,
 )
 
@@ -52,6 +54,10 @@ def sft_config(cfg: TrainerConfig, backend: str, resuming: bool) -> SFTConfig:
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
+        # Explicit for both backends: Unsloth's SFTConfig defaults to adamw_8bit and to
+        # padding-free batches when these are left unset (unsloth/models/rl.py).
+        optim=cfg.optim,
+        padding_free=cfg.padding_free,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
@@ -99,6 +105,7 @@ def _fresh(path: Path) -> Path:
 def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
     """Train and return the result dict also written to ``<output_dir>/result.json``."""
     check_against_model(cfg)
+    backends.preflight(cfg, backend)
     run_dir = cfg.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = latest_resumable(run_dir / "checkpoints")
@@ -107,6 +114,8 @@ def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
         resume = restore_from_mirror(cfg.mirror_dir, run_dir / "checkpoints")
         if resume is not None:
             fetch_file(cfg.mirror_dir, RUN_ID_FILE, run_dir)  # continue the same MLflow run
+    if resume is not None:
+        check_resume(resume, cfg.config_hash(), backend)
     set_seed(cfg.seed)  # before loading: LoRA weights are initialised at load time
     train_ds, eval_ds = load_splits(cfg)
     model, tokenizer = backends.load(cfg, backend)
@@ -144,10 +153,11 @@ def _train(
             "config_hash": cfg.config_hash(),
         }
     )
-    mlflow.log_dict(cfg.model_dump(mode="json"), "config/trainer_config.json")
+    mlflow.log_dict(resolved_config(cfg), "config/trainer_config.json")
 
     metrics_cb = MlflowMetrics()
-    callbacks: list[TrainerCallback] = [SealCheckpoints(cfg.mirror_dir), metrics_cb]
+    seal = SealCheckpoints(cfg.mirror_dir, cfg.config_hash(), backend)
+    callbacks: list[TrainerCallback] = [seal, metrics_cb]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     ensure_logprob_kernel()
@@ -207,6 +217,7 @@ def _train(
         "backend": backend,
         "export": cfg.export,
         "export_dir": str(export_dir) if export_dir else None,
+        "export_files": sorted(p.name for p in export_dir.iterdir()) if export_dir else [],
         "data_version": cfg.data_version,
         "resumed_from": resume.name if resume else None,
     }

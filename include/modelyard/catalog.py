@@ -55,5 +55,5 @@ def resolve_training_input(
         event_extras[-1]["version"] if event_extras else latest_version(settings)
     )
     dataset = load_manifest(version, settings)
-    config = build_trainer_config(params, dataset["path"], run_name_for(run_id), settings)
+    config = build_trainer_config(params, dataset, run_name_for(run_id), settings)
     return {"dataset": dataset, "trainer_config": config}

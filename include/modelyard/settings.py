@@ -14,6 +14,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The trainer's schema (pydantic only; the trainer package is installed next to the library).
+from trainer.config import LoraConfig, TrainingRecipe
+
 #: The checkout this code runs from (``include/modelyard/settings.py`` -> the project root).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,21 +60,31 @@ class CurationSettings(_Section):
     )
 
 
-class TrainingSettings(_Section):
-    """Defaults the ``finetune_model`` DAG offers as Params."""
-
-    backend: str = "auto"
+def _tiny_model_recipe() -> TrainingRecipe:
     # Tuned on the tiny model: 100 LoRA steps take it from eval loss ~7 to < 1 on CPU.
-    max_steps: int = 100
-    learning_rate: float = 5e-3
-    lora_r: int = 16
-    max_seq_length: int = 256
-    eval_steps: int = 20
-    save_steps: int = 20
-    early_stopping_patience: int = 3
+    return TrainingRecipe(
+        learning_rate=5e-3,
+        max_steps=100,
+        lora=LoraConfig(r=16),
+        max_seq_length=256,
+        eval_steps=20,
+        save_steps=20,
+        early_stopping_patience=3,
+    )
+
+
+class TrainingSettings(_Section):
+    """How ``finetune_model`` trains: the trainer's own recipe schema, and where it runs.
+
+    ``recipe`` is the trainer's ``TrainingRecipe`` (types, bounds and descriptions live there
+    once); the DAG's Params override its fields per run, e.g.
+    ``MODELYARD_TRAINING__RECIPE__LEARNING_RATE=2e-4`` changes the default.
+    """
+
+    recipe: TrainingRecipe = Field(default_factory=_tiny_model_recipe)
     experiment: str = "modelyard-finetune"
     python: str = Field("", description="interpreter of the trainer env; empty = this one")
-    timeout_minutes: int = 240
+    timeout_minutes: int = Field(240, gt=0, le=7 * 24 * 60)
 
 
 class MetricThreshold(_Section):

@@ -1,7 +1,8 @@
 """Airflow-side launcher of the trainer: build its config, run it as a subprocess, get its result.
 
 The trainer runs in its own environment (``settings.training.python``; CUDA torch and Unsloth on
-GPU workers), so the two sides share nothing but a config file and ``result.json``. The run dir is
+GPU workers), so the two sides share the trainer's schema (``trainer.config``, pydantic only), a
+config file, one environment variable (the tracking URI) and ``result.json``. The run dir is
 derived from the run name, so an Airflow retry of the same run resumes from the last checkpoint.
 This module never imports Airflow: its output goes through ``logging``, which Airflow captures.
 """
@@ -22,56 +23,165 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.settings import Settings
+from trainer.config import ConfigError, TrainingRecipe, parse_config
+from trainer.redaction import redact, scrubber
 
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 30
 TERMINATE_GRACE_SECONDS = 30
+#: MLflow's own variable: how the trainer gets the tracking URI (it may hold a password, so it is
+#: never written into the config file).
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+#: Recipe fields on ``finetune_model``'s trigger form, in form order; Param name = the dotted
+#: path with ``_`` (``lora.r`` -> ``lora_r``). Types, bounds, choices and descriptions are taken
+#: from the trainer's schema.
+FORM_FIELDS = (
+    "backend",
+    "load_in_4bit",
+    "lora.r",
+    "learning_rate",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "max_seq_length",
+    "optim",
+    "export",
+    "gguf_quantization",
+)
+_SCHEMA_KEYWORDS = (
+    "type",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "items",
+)
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
+def _is_remote(url: str) -> bool:
+    """Whether ``url`` names object storage (s3://...) rather than this machine's disk."""
+    from fsspec.utils import get_protocol
+
+    return get_protocol(url) not in ("file", "local")
+
+
+def _param_name(path: str) -> str:
+    return path.replace(".", "_")
+
+
+def _field_schema(schema: dict, path: str) -> dict:
+    """The JSON schema of the recipe field at dotted ``path`` (nested models followed by $ref)."""
+    node: dict = schema
+    for part in path.split("."):
+        node = node["properties"][part]
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _nullable(field: dict) -> dict:
+    """The field's constraints with ``null`` allowed: an empty form field means "the settings
+    value", so every Param submits with its default."""
+    branches = field.get("anyOf", [field])
+    typed = next(b for b in branches if b.get("type") != "null")
+    spec = {k: typed[k] for k in _SCHEMA_KEYWORDS if k in typed}
+    spec["type"] = ["null", typed["type"]]
+    if "enum" in spec:
+        spec["enum"] = [None, *spec["enum"]]
+    return spec
+
+
+def _at(data: dict, parts: list[str]) -> Any:
+    """``data[parts[0]][parts[1]]...``: a nested value of a dumped recipe."""
+    for part in parts:
+        data = data[part]
+    return data
+
+
+def trigger_params(settings: Settings) -> dict[str, dict]:
+    """Keyword arguments of ``finetune_model``'s ``Param``s, generated from the trainer's schema.
+
+    Plain dicts, so this module stays free of Airflow; the DAG wraps each in ``Param(**spec)``.
+    Each description ends with the value an empty field stands for (the current settings).
+    """
+    schema = TrainingRecipe.model_json_schema()
+    recipe = settings.training.recipe.model_dump(mode="json")
+    params = {
+        "dataset_version": {
+            "default": None,
+            "type": ["null", "string"],
+            "description": "Published dataset version to train on (its content hash, e.g. "
+            "ds-3f2a...). Empty: the version that triggered this run, else the latest one.",
+        },
+        "base_model": {
+            "default": None,
+            "type": ["null", "string"],
+            "description": "Base model to fine-tune: a local path or a Hugging Face hub name. "
+            f"Empty: {settings.default_base_model}.",
+        },
+    }
+    for path in FORM_FIELDS:
+        field = _field_schema(schema, path)
+        current = _at(recipe, path.split("."))
+        spec = {"default": None, **_nullable(field)}
+        spec["description"] = (
+            f"{field['description'].rstrip('.')}. Empty: the settings value, {json.dumps(current)}."
+        )
+        if "enum" in spec:  # the drop-down names its empty choice (the UI looks labels up by str)
+            labels = {str(v): str(v) for v in spec["enum"] if v is not None}
+            spec["values_display"] = {"null": f"settings value: {current}", **labels}
+        params[_param_name(path)] = spec
+    return params
+
+
+def _recipe_with(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The settings' recipe with every non-empty Param of ``FORM_FIELDS`` put in its place."""
+    recipe = settings.training.recipe.model_dump(mode="json")
+    for path in FORM_FIELDS:
+        value = params.get(_param_name(path))
+        if value is not None:
+            *parents, leaf = path.split(".")
+            _at(recipe, parents)[leaf] = value
+    return recipe
 
 
 def build_trainer_config(
-    params: dict[str, Any], dataset_dir: str, run_name: str, settings: Settings
+    params: dict[str, Any], dataset: dict[str, Any], run_name: str, settings: Settings
 ) -> dict[str, Any]:
-    """The trainer config of one DAG run; ``params`` are the DAG Params (missing ones: settings).
+    """The trainer config of one DAG run, validated by the trainer's own ``TrainerConfig``.
 
-    With remote storage (s3://...) the trainer works in a local run dir under ``home`` and
-    mirrors checkpoints and results to ``<storage>/runs/<run_name>``.
+    ``params`` are the DAG Params (``None``: the settings value); ``dataset`` is the published
+    version's manifest with its ``path`` (a local path or a storage URL). With remote storage
+    (s3://...) the trainer works in a local run dir under ``home`` and mirrors checkpoints and
+    results to ``<storage>/runs/<run_name>``. The tracking URI is not part of it: it reaches
+    the trainer through ``TRACKING_URI_ENV`` (see ``run_trainer``). Raises ``ConfigError``
+    (one line naming the field) on a bad Param.
     """
-    t = settings.training
     run_dir = f"{settings.storage.rstrip('/')}/runs/{run_name}"
     output_dir, mirror_dir = run_dir, None
     if _is_remote(run_dir):
         output_dir, mirror_dir = str(settings.home / "runs" / run_name), run_dir
-    manifest = Path(dataset_dir) / "manifest.json"
-    data_version = json.loads(manifest.read_text())["version"] if manifest.is_file() else None
-    lora_r = int(params.get("lora_r") or t.lora_r)
-    return {
-        "backend": params.get("backend") or t.backend,
-        "base_model": params.get("base_model") or settings.default_base_model,
-        # No eval_file: the trainer validates on a slice of train. The held-out split belongs to
-        # the eval suite and never steers training (not even early stopping).
-        "train_file": str(Path(dataset_dir) / "train.jsonl"),
-        "output_dir": output_dir,
-        "mirror_dir": mirror_dir,
-        "data_version": data_version,
-        "max_seq_length": t.max_seq_length,
-        "lora": {"r": lora_r, "alpha": 2 * lora_r},
-        "learning_rate": float(params.get("learning_rate") or t.learning_rate),
-        "max_steps": int(params.get("max_steps") or t.max_steps),
-        "eval_steps": t.eval_steps,
-        "save_steps": t.save_steps,
-        "early_stopping_patience": t.early_stopping_patience,
-        "mlflow": {
-            "tracking_uri": settings.tracking_uri,
-            "experiment": t.experiment,
-            "run_name": run_name,
-            "artifact_location": settings.artifact_root,
-        },
-    }
+    config = parse_config(
+        {
+            **_recipe_with(params, settings),
+            "base_model": params.get("base_model") or settings.default_base_model,
+            # No eval_file: the trainer validates on a slice of train. The held-out split belongs
+            # to the eval suite and never steers training (not even early stopping).
+            "train_file": f"{str(dataset['path']).rstrip('/')}/train.jsonl",
+            "output_dir": output_dir,
+            "mirror_dir": mirror_dir,
+            "data_version": dataset.get("version"),
+            "mlflow": {
+                "experiment": settings.training.experiment,
+                "run_name": run_name,
+                "artifact_location": settings.artifact_root,
+            },
+        }
+    )
+    return config.model_dump(mode="json")
 
 
 def _trainer_python(settings: Settings) -> str:
@@ -129,20 +239,52 @@ def _forward_sigterm(proc: subprocess.Popen) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _fields_with_secrets(data: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the values in ``data`` that hold a credential (see ``redact``)."""
+    if isinstance(data, dict):
+        return [f for k, v in data.items() for f in _fields_with_secrets(v, f"{prefix}{k}.")]
+    if isinstance(data, list):
+        return [f for v in data for f in _fields_with_secrets(v, prefix)]
+    return [prefix.rstrip(".")] if isinstance(data, str) and redact(data) != data else []
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write atomically with mode 0600: run configs describe the run to its owner only."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)  # an older tmp file keeps its mode through O_CREAT
+    os.replace(tmp, path)
+
+
 def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Run ``python -m trainer`` on ``config``, streaming its output to the log; return result.json.
 
-    Raises ``RuntimeError`` with the last lines of output when the trainer fails.
+    The config is validated by the trainer's schema before anything starts (``ConfigError``)
+    and written without the tracking URI (mode 0600): the URI, which may hold a database
+    password, goes to the trainer in ``TRACKING_URI_ENV``, and every output line is scrubbed of
+    its secrets before it is logged. Any other field holding a credential is refused.
+    Raises ``RuntimeError`` with the last (scrubbed) lines of output when the trainer fails.
     """
-    run_dir = Path(config["output_dir"])
+    validated = parse_config(config)
+    tracking_uri = validated.mlflow.tracking_uri or settings.tracking_uri
+    validated.mlflow.tracking_uri = None  # the trainer reads it from TRACKING_URI_ENV
+    written = validated.model_dump(mode="json")
+    leaked = _fields_with_secrets(written)
+    if leaked:
+        raise ConfigError(
+            f"{leaked[0]}: holds a credential; pass credentials through the environment "
+            "(the trainer config is a file and is logged as an MLflow artifact)"
+        )
+    run_dir = validated.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "trainer_config.json"
-    tmp = config_file.with_name(f".{config_file.name}.tmp")
-    tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    os.replace(tmp, config_file)
+    _write_private(config_file, json.dumps(written, indent=2))
 
     cmd = [_trainer_python(settings), "-m", "trainer", "--config", str(config_file)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", TRACKING_URI_ENV: tracking_uri}
+    scrub = scrubber(tracking_uri, settings.tracking_uri, settings.storage)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     # Text mode turns tqdm's carriage returns into line ends, so progress shows up line by line.
     proc = subprocess.Popen(
@@ -153,7 +295,7 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
         with _forward_sigterm(proc):
             assert proc.stdout is not None
             for line in proc.stdout:
-                line = line.rstrip()
+                line = scrub(line.rstrip())
                 if line:
                     tail.append(line)
                     log.info("%s", line)

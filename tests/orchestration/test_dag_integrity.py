@@ -51,8 +51,23 @@ def test_training_runs_on_the_gpu_queue_and_pool(dagbag):
 
 def test_trigger_form_params(dagbag):
     params = dagbag.dags["finetune_model"].params
-    assert {"base_model", "lora_r", "learning_rate", "max_steps", "backend"} <= set(params.keys())
-    assert params.get_param("backend").schema["enum"] == ["auto", "hf", "unsloth"]
+    assert {
+        "dataset_version",
+        "base_model",
+        "backend",
+        "load_in_4bit",
+        "lora_r",
+        "learning_rate",
+        "max_steps",
+        "batch_size",
+        "grad_accum",
+        "max_seq_length",
+        "optim",
+        "export",
+        "gguf_quantization",
+    } == set(params.keys())
+    assert params.get_param("backend").schema["enum"] == [None, "auto", "hf", "unsloth"]
+    assert set(params.validate().values()) == {None}  # the form submits as it opens
     promote = dagbag.dags["promote_model"].params
     assert promote["rollback"] is False and promote.get_param("to").schema["enum"] == [
         "canary",

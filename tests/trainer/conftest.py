@@ -1,7 +1,8 @@
-"""Trainer fixtures: curated train/eval files, a small valid config, few threads."""
+"""Trainer fixtures: curated train/eval files, a small valid config, few threads, real S3."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,31 @@ def _child_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Child trainers (subprocesses) get one thread each and no hub access."""
     for key, value in CHILD_ENV.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<bucket>`` on moto's standalone S3 server on loopback (a real S3 API over HTTP).
+
+    The endpoint and credentials go into the environment, where s3fs, boto3 and the trainer
+    subprocesses find them, as they would on a worker.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.net import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "modelyard-test",
+        "AWS_SECRET_ACCESS_KEY": "modelyard-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"modelyard-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    yield f"s3://{bucket}"
+    server.stop()

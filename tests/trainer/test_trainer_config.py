@@ -25,6 +25,10 @@ from trainer.config import load_config
         ({"export": "gguf"}, "export"),
         ({"lora": {"r": 4, "rank": 4}}, "lora.rank"),
         ({"backend": "unsloth"}, "backend"),  # no GPU here: a clear error, not an import traceback
+        ({"gguf_quantization": "q9_k"}, "gguf_quantization"),  # before training, not after
+        ({"optim": "adamw_8bit"}, "optim"),  # bitsandbytes needs a GPU
+        ({"padding_free": True}, "padding_free"),
+        ({"train_file": "/nonexistent/data/train.jsonl"}, "train_file"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_field(make_config, tmp_path, capsys, change, field):
@@ -34,6 +38,23 @@ def test_bad_config_is_one_line_naming_the_field(make_config, tmp_path, capsys, 
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"trainer: config error: {field}: "), err
     assert not (tmp_path / "run").exists()  # failed before touching the run dir
+
+
+def test_unreachable_storage_is_named_not_called_missing(
+    make_config, tmp_path, capsys, monkeypatch
+):
+    from tests.net import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    cfg = make_config(train_file="s3://modelyard-data/datasets/ds-1/train.jsonl")
+    assert main(["--config", str(write_config(cfg, tmp_path / "s3.json"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "trainer: config error: train_file: cannot reach s3://modelyard-data/datasets/ds-1/"
+        "train.jsonl: Could not connect to the endpoint URL"
+    ), err
 
 
 def test_missing_base_model_key(make_config, tmp_path, capsys):
@@ -85,6 +106,9 @@ def test_config_hash_names_the_recipe_not_where_it_runs(tmp_path):
     assert recipe == parse_config(moved).config_hash()
     assert recipe != parse_config(base | {"lora": {"r": 4}}).config_hash()
     assert recipe != parse_config(base | {"data_version": "ds-2"}).config_hash()
+    # What Unsloth would otherwise choose itself is part of the recipe too.
+    assert recipe != parse_config(base | {"optim": "adamw_torch"}).config_hash()
+    assert recipe != parse_config(base | {"backend": "unsloth", "padding_free": True}).config_hash()
 
 
 def test_without_eval_file_validation_is_a_seeded_slice_of_train(curated):

@@ -13,9 +13,10 @@ from trainer.__main__ import main
 
 
 def test_diverging_run_stops_early_and_exports_the_best(make_config, tmp_path):
-    # A learning rate this high improves eval loss for a few steps, then makes it worse.
+    # A learning rate this high improves eval loss for a few steps, then makes it worse (0.2,
+    # the value first used here, keeps improving slowly on today's stack: measured to step 80).
     cfg = make_config(
-        learning_rate=0.2,
+        learning_rate=0.6,
         max_steps=80,
         eval_steps=5,
         save_steps=5,

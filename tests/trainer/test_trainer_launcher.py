@@ -14,23 +14,29 @@ from pathlib import Path
 import pytest
 
 from modelyard.training import build_trainer_config, run_trainer, trainer_env_ok
+from trainer.config import ConfigError
 
 PARAMS = {"base_model": None, "lora_r": 8, "learning_rate": 5e-3, "max_steps": 10, "backend": "hf"}
 
 
 @pytest.fixture
 def short(settings):
-    settings.training.eval_steps = settings.training.save_steps = 5
-    settings.training.max_seq_length = 128
+    recipe = settings.training.recipe
+    recipe.eval_steps = recipe.save_steps = 5
+    recipe.max_seq_length = 128
     return settings
 
 
+def _dataset(curated: Path) -> dict:
+    return {"path": str(curated), "version": None}
+
+
 def test_run_trainer_streams_logs_and_returns_result(short, curated, caplog):
-    config = build_trainer_config(PARAMS, str(curated), "run-1", short)
+    config = build_trainer_config(PARAMS, _dataset(curated), "run-1", short)
     assert config["output_dir"] == f"{short.storage}/runs/run-1"
     assert config["base_model"] == short.default_base_model
-    assert config["mlflow"]["tracking_uri"] == short.tracking_uri
-    assert "eval_file" not in config  # the held-out split never steers training
+    assert config["mlflow"]["tracking_uri"] is None  # it travels in the environment
+    assert config["eval_file"] is None  # the held-out split never steers training
 
     with caplog.at_level(logging.INFO, logger="modelyard.training"):
         result = run_trainer(config, short)
@@ -44,9 +50,17 @@ def test_run_trainer_streams_logs_and_returns_result(short, curated, caplog):
     assert json.loads((run_dir / "trainer_config.json").read_text()) == config
 
 
+def test_a_config_the_trainer_rejects_is_refused_before_it_starts(short, curated, tmp_path):
+    config = build_trainer_config(PARAMS, _dataset(curated), "bad", short) | {"bogus": 1}
+    with pytest.raises(ConfigError, match=r"^bogus: Extra inputs are not permitted"):
+        run_trainer(config, short)
+    assert not Path(config["output_dir"]).exists()
+
+
 def test_failure_raises_with_the_last_lines(short, curated):
-    config = build_trainer_config(PARAMS, str(curated), "bad", short) | {"bogus": 1}
-    with pytest.raises(RuntimeError, match=r"(?s)code 2.*config error: bogus: Extra inputs"):
+    config = build_trainer_config(PARAMS, _dataset(curated), "gone", short)
+    config["base_model"] = str(Path(short.home) / "models" / "deleted-after-prepare")
+    with pytest.raises(RuntimeError, match=r"(?s)code 2.*config error: base_model: path does not"):
         run_trainer(config, short)
 
 
@@ -60,7 +74,8 @@ run_trainer(json.load(open(sys.argv[1])), get_settings())
 
 
 def test_sigterm_to_the_task_stops_the_trainer(short, curated, tmp_path):
-    config = build_trainer_config(PARAMS | {"max_steps": 5000}, str(curated), "long", short)
+    params = PARAMS | {"max_steps": 5000}
+    config = build_trainer_config(params, _dataset(curated), "long", short)
     config_file = tmp_path / "long.json"
     config_file.write_text(json.dumps(config))
     task = subprocess.Popen(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from trainer_helpers import trainer_cmd, write_config
 
 from trainer.checkpoints import SEAL, latest_resumable
@@ -78,13 +79,30 @@ def test_sigkill_then_rerun_resumes(make_config, tmp_path):
     )
 
 
-def test_a_retry_on_a_new_worker_resumes_from_the_mirror(make_config, tmp_path):
-    """Preemption takes the worker's disk with it: the retry starts from an empty run dir and
-    must pull the newest sealed checkpoint (and the MLflow run) back from the mirror."""
-    mirror_dir = tmp_path / "mirror"
+def _s3_objects(bucket: str, prefix: str) -> list[str]:
+    import boto3
+
+    name = bucket.removeprefix("s3://")
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def test_a_retry_on_a_new_worker_resumes_from_s3(make_config, curated, tmp_path, s3_bucket):
+    """Preemption takes the worker's disk with it: the retry starts from an empty run dir, reads
+    its data from S3 and pulls the newest sealed checkpoint (and the MLflow run) back from S3."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    bucket = s3_bucket.removeprefix("s3://")
+    for name in ("train.jsonl", "eval.jsonl"):
+        s3.upload_file(str(curated / name), bucket, f"datasets/ds-1/{name}")
+    mirror_dir = f"{s3_bucket}/runs/r1"
     cfg = make_config(
+        train_file=f"{s3_bucket}/datasets/ds-1/train.jsonl",
+        eval_file=f"{s3_bucket}/datasets/ds-1/eval.jsonl",
+        data_version="ds-1",
         output_dir=str(tmp_path / "worker-1"),
-        mirror_dir=str(mirror_dir),
+        mirror_dir=mirror_dir,
         max_steps=40,
         eval_steps=10,
         save_steps=10,
@@ -97,21 +115,36 @@ def test_a_retry_on_a_new_worker_resumes_from_the_mirror(make_config, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
-    while not list(mirror_dir.glob(f"checkpoints/checkpoint-*/{SEAL}")) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint reached the mirror"
-        time.sleep(0.02)
+    sealed: list[str] = []
+    while not sealed and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint reached S3"
+        sealed = [k for k in _s3_objects(s3_bucket, "runs/r1/checkpoints/") if k.endswith(SEAL)]
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    mirrored = sorted(p.parent.name for p in mirror_dir.glob(f"checkpoints/*/{SEAL}"))
-    run_id = json.loads((mirror_dir / "mlflow_run.json").read_text())["run_id"]
+    assert "runs/r1/result.json" not in _s3_objects(s3_bucket, "runs/r1/"), "finished too soon"
+    mirrored = {
+        k.split("/")[3] for k in _s3_objects(s3_bucket, "runs/r1/checkpoints/") if SEAL in k
+    }
+    run_id = json.loads(s3.get_object(Bucket=bucket, Key="runs/r1/mlflow_run.json")["Body"].read())
     shutil.rmtree(tmp_path / "worker-1")  # the preempted worker's disk is gone
 
     retry = cfg | {"output_dir": str(tmp_path / "worker-2")}
     done = _run(write_config(retry, tmp_path / "retry.json"))
     result = json.loads((tmp_path / "worker-2" / "result.json").read_text())
-    assert result["resumed_from"] in mirrored and f"resumed from {result['resumed_from']}" in (
-        done.stdout + done.stderr
-    )
+    resumed = result["resumed_from"]
+    assert resumed in mirrored and f"resumed from {resumed}" in done.stdout + done.stderr
     assert result["global_step"] == 40
-    assert result["mlflow_run_id"] == run_id
-    assert (mirror_dir / "result.json").is_file()
+    assert result["mlflow_run_id"] == run_id["run_id"]  # the same MLflow run continues
+    steps = [
+        m.step
+        for m in MlflowClient(cfg["mlflow"]["tracking_uri"]).get_metric_history(
+            run_id["run_id"], "eval_loss"
+        )
+    ]
+    resumed_step = int(resumed.split("-")[1])
+    # One run: the first worker logged up to the checkpoint, the retry continued to step 40.
+    assert {resumed_step, 40} <= set(steps) and max(steps) == 40
+    objects = _s3_objects(s3_bucket, "runs/r1/")
+    assert {"runs/r1/result.json", "runs/r1/adapter/adapter_model.safetensors"} <= set(objects)
+    assert any(k.startswith("runs/r1/checkpoints/checkpoint-40/") for k in objects)
