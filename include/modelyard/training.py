@@ -283,7 +283,16 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
     _write_private(config_file, json.dumps(written, indent=2))
 
     cmd = [_trainer_python(settings), "-m", "trainer", "--config", str(config_file)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", TRACKING_URI_ENV: tracking_uri}
+    # The trainer's MLflow client gets the same bounded HTTP timeouts/retries as the library's
+    # (imported here: the DAG file imports this module at parse time, mlflow must not load then).
+    from modelyard.registry.connection import mlflow_http_env
+
+    env = {
+        **os.environ,
+        **mlflow_http_env(settings),
+        "PYTHONUNBUFFERED": "1",
+        TRACKING_URI_ENV: tracking_uri,
+    }
     scrub = scrubber(tracking_uri, settings.tracking_uri, settings.storage)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     # Text mode turns tqdm's carriage returns into line ends, so progress shows up line by line.
