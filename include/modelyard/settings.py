@@ -124,6 +124,22 @@ class GateSettings(_Section):
     require_human_approval: bool = False
 
 
+class UISettings(_Section):
+    """The Airflow UI side: links the registry page draws, the account the CLI drives Airflow as."""
+
+    mlflow_ui_url: str = Field(
+        "",
+        description="MLflow UI base URL (`make mlflow-ui`: http://localhost:5000) the registry "
+        "page links model versions to; empty = no MLflow links",
+    )
+    airflow_user: str = Field(
+        "admin",
+        min_length=1,
+        description="Airflow user `modelyard backfill` logs in as (the embedded SimpleAuthManager; "
+        "its password is read from the Airflow home)",
+    )
+
+
 def find_home() -> Path:
     """``<project root>/.local`` when this code runs from a modelyard checkout.
 
@@ -153,6 +169,7 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:
         return home.expanduser().resolve()
+
     storage_root: str = Field(
         "", description="local path or s3://bucket/prefix; default <home>/data"
     )
@@ -163,6 +180,7 @@ class Settings(BaseSettings):
     curation: CurationSettings = CurationSettings()
     training: TrainingSettings = TrainingSettings()
     gate: GateSettings = GateSettings()
+    ui: UISettings = UISettings()
 
     @property
     def storage(self) -> str:
