@@ -96,18 +96,9 @@ def run_backfill(
             url, Path(settings.home) / "airflow", settings.ui.airflow_user
         )
         stack.callback(api.close)
+        _wait_for_dag(api)
+        backfill = _create(api, days)
         _unpause(api, out)
-        backfill = api.post(
-            "/api/v2/backfills",
-            {
-                "dag_id": DAG_ID,
-                "from_date": f"{days[0]}T00:00:00Z",
-                "to_date": f"{days[-1]}T00:00:00Z",
-                "run_backwards": False,
-                "reprocess_behavior": "completed",
-                "max_active_runs": 1,
-            },
-        )
         out(
             f"backfill {backfill['id']} of {DAG_ID} {days[0]}..{days[-1]} on {url} "
             "(one run at a time, in date order; dates that already ran are run again)"
@@ -115,19 +106,55 @@ def run_backfill(
         return follow(api, backfill, days, out)
 
 
-def _unpause(api: AirflowAPI, out: Callable[[str], None], timeout: float = 180.0) -> None:
-    """Backfill runs start only while their DAG is unpaused. Waits for the DAG processor to
-    have parsed the DAG (a just-started Airflow)."""
+def _wait_for_dag(api: AirflowAPI, timeout: float = 180.0) -> None:
+    """A just-started Airflow knows the DAG once its DAG processor has parsed it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            dag = api.get(f"/api/v2/dags/{DAG_ID}")
-            break
+            api.get(f"/api/v2/dags/{DAG_ID}")
+            return
         except AirflowAPIError as exc:
             if exc.status != 404 or time.monotonic() > deadline:
                 raise
             time.sleep(2)
-    if dag["is_paused"]:
+
+
+def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
+    """``POST /backfills``, retried while the embedded SQLite DB is busy.
+
+    Airflow answers 503 when the scheduler holds SQLite's write lock and removes the partial
+    backfill (a 409 "already running" right after is that leftover, which the scheduler clears);
+    a 409 on the first try is a backfill someone else started.
+    """
+    body = {
+        "dag_id": DAG_ID,
+        "from_date": f"{days[0]}T00:00:00Z",
+        "to_date": f"{days[-1]}T00:00:00Z",
+        "run_backwards": False,
+        "reprocess_behavior": "completed",
+        "max_active_runs": 1,
+    }
+    deadline, locked = time.monotonic() + timeout, False
+    while True:
+        try:
+            return api.post("/api/v2/backfills", body)
+        except AirflowAPIError as exc:
+            retry = exc.status == 503 or (exc.status == 409 and locked)
+            if not retry or time.monotonic() > deadline:
+                if exc.status == 409:
+                    raise AirflowAPIError(
+                        409,
+                        f"another backfill of {DAG_ID} is running: wait for it or cancel it "
+                        "(Airflow UI: the DAG's Backfills tab)",
+                    ) from None
+                raise
+            locked = locked or exc.status == 503
+            time.sleep(3)
+
+
+def _unpause(api: AirflowAPI, out: Callable[[str], None]) -> None:
+    """Backfill runs start only while their DAG is unpaused."""
+    if api.get(f"/api/v2/dags/{DAG_ID}")["is_paused"]:
         api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
         out(f"unpaused {DAG_ID} (its daily schedule is on from now; pause it in the UI to stop)")
 
