@@ -208,6 +208,8 @@ def serve_standalone(settings: Settings) -> NoReturn:
     init_airflow(settings)
     env = airflow_env(settings)
     url = f"http://localhost:{env.get('AIRFLOW__API__PORT', '8080')}"
+    # Tasks report to the API server's execution API; Airflow's default assumes port 8080.
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"{url}/execution/")
     passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI: {url} (user admin; password in {passwords})", flush=True)
     _record_api_server(settings, url, os.getpid())

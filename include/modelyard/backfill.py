@@ -96,7 +96,9 @@ def run_backfill(
             url, Path(settings.home) / "airflow", settings.ui.airflow_user
         )
         stack.callback(api.close)
-        _wait_for_dag(api)
+        first = _dag_details(api)["start_date"][:10]
+        if days[0] < first:
+            raise ValueError(f"--from {days[0]} is before {DAG_ID}'s start date {first}")
         backfill = _create(api, days)
         _unpause(api, out)
         out(
@@ -106,13 +108,13 @@ def run_backfill(
         return follow(api, backfill, days, out)
 
 
-def _wait_for_dag(api: AirflowAPI, timeout: float = 180.0) -> None:
-    """A just-started Airflow knows the DAG once its DAG processor has parsed it."""
+def _dag_details(api: AirflowAPI, timeout: float = 180.0) -> dict:
+    """The DAG as Airflow knows it; a just-started Airflow knows it once its DAG processor has
+    parsed it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            api.get(f"/api/v2/dags/{DAG_ID}")
-            return
+            return api.get(f"/api/v2/dags/{DAG_ID}/details")
         except AirflowAPIError as exc:
             if exc.status != 404 or time.monotonic() > deadline:
                 raise

@@ -18,7 +18,6 @@ not take the page down for every version.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -276,6 +275,16 @@ def _serializer():
     return URLSafeTimedSerializer(get_signing_key("api", "secret_key"), salt=CSRF_SALT)
 
 
+def _form_owner(token: str) -> str | None:
+    """The user a form token was issued to, if it is genuine and recent."""
+    from itsdangerous import BadData
+
+    try:
+        return _serializer().loads(token, max_age=CSRF_MAX_AGE_S)
+    except BadData:
+        return None
+
+
 def _self_url() -> str:
     """This API server's own base URL, from Airflow's config (never from the request's Host)."""
     from airflow.configuration import conf
@@ -347,7 +356,8 @@ def _api(viewer: Viewer):
 
 
 def _version_value(api, version: str) -> int | str:
-    """The Param ``version`` as the DAG declares it (integer or string)."""
+    """``version`` as the DAG's Param declares it (integer, or string in older DAG versions):
+    Airflow validates the run's conf against the Param's schema."""
     schema = api.get(f"/api/v2/dags/{PROMOTE_DAG}/details")["params"]["version"]["schema"]
     kinds = schema.get("type", [])
     return int(version) if "integer" in (kinds if isinstance(kinds, list) else [kinds]) else version
@@ -389,10 +399,8 @@ def _run_details(viewer: Viewer, run_id: str) -> tuple[dict, list[dict], str]:
         result, error = None, None
         for task in tasks:
             if task["task_id"] in ("promote", "rollback") and task["state"] == "success":
-                result = api.get(f"{path}/taskInstances/{task['task_id']}/xcomEntries/return_value")
-                result = result.get("value")
-                if isinstance(result, str):
-                    result = json.loads(result)
+                xcom = f"{path}/taskInstances/{task['task_id']}/xcomEntries/return_value"
+                result = api.get(xcom)["value"]
             if task["state"] == "failed":
                 error = api.task_error(PROMOTE_DAG, run_id, task["task_id"], task["try_number"])
     finally:
@@ -429,11 +437,8 @@ def create_app() -> FastAPI:
     ) -> RedirectResponse:
         if not viewer.can_act:
             raise HTTPException(403, f"{viewer.name} may not trigger {PROMOTE_DAG}")
-        try:
-            if _serializer().loads(csrf, max_age=CSRF_MAX_AGE_S) != viewer.name:
-                raise ValueError("token of another user")
-        except Exception:  # itsdangerous raises several kinds: all of them mean refuse
-            raise HTTPException(403, "missing or expired form token: reload the page") from None
+        if _form_owner(csrf) != viewer.name:
+            raise HTTPException(403, "missing or expired form token: reload the page")
         if action not in ("promote", "rollback"):
             raise HTTPException(400, f"unknown action {action!r}")
         if action == "promote" and (not version.isdigit() or to not in NEXT_STAGE.values()):
