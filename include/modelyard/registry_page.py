@@ -225,6 +225,7 @@ def render_registry(status: dict[str, Any], viewer: Viewer, links: Links) -> str
     return _templates.get_template("registry.html").render(
         model=model,
         exists=bool(status.get("exists")),
+        problem=status.get("problem"),
         aliases={str(k): str(v) for k, v in aliases.items()},
         previous_production=status.get("previous_production"),
         versions=versions,
