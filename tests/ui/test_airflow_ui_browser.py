@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -44,29 +45,42 @@ class AirflowUI:
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(registry_template, tmp_path_factory, tiny_model):
-    """`airflow standalone` on a copy of the template registry's home, with three users."""
+def airflow_ui(request, browser, tmp_path_factory, tiny_model):  # no Chromium: no Airflow
+    """`airflow standalone` on a home holding a copy of the template registry, three users.
+
+    Airflow boots (a minute and more) while the registry is built: its DB lives in
+    ``<home>/airflow``, the registry's stores are copied into the home once both are ready.
+    """
     from modelyard import settings as settings_mod
 
-    template, versions = registry_template
     home = tmp_path_factory.mktemp("airflow-ui") / "home"
-    shutil.copytree(template, home)
-    with pytest.MonkeyPatch.context() as env:
+    with pytest.MonkeyPatch.context() as env, ExitStack() as stack:
         env.setenv("MODELYARD_HOME", str(home))
         env.setenv("MODELYARD_BASE_MODEL", str(tiny_model))
         env.setenv("MODELYARD_UI__MLFLOW_UI_URL", MLFLOW_UI)
         env.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", USERS)
         settings_mod.get_settings.cache_clear()
+        stack.callback(settings_mod.get_settings.cache_clear)
         settings = settings_mod.get_settings()
-        with running_airflow(settings, port=free_port()) as url:
-            airflow_home = Path(settings.home) / "airflow"
-            passwords = json.loads(
-                (airflow_home / "simple_auth_manager_passwords.json.generated").read_text()
-            )
-            admin = AirflowAPI.login_embedded(url, airflow_home, "admin")
-            yield AirflowUI(settings, url, passwords, versions, admin)
-            admin.close()
-    settings_mod.get_settings.cache_clear()
+        airflow = running_airflow(settings, port=free_port())
+        booting = stack.enter_context(ThreadPoolExecutor(1)).submit(airflow.__enter__)
+        stack.callback(_stop, booting, airflow)
+        template, versions = request.getfixturevalue("registry_template")
+        url = booting.result()
+        for store in ("mlflow", "data"):
+            shutil.copytree(template / store, home / store)
+        airflow_home = home / "airflow"
+        passwords = json.loads(
+            (airflow_home / "simple_auth_manager_passwords.json.generated").read_text()
+        )
+        admin = stack.enter_context(closing(AirflowAPI.login_embedded(url, airflow_home, "admin")))
+        yield AirflowUI(settings, url, passwords, versions, admin)
+
+
+def _stop(booting: Future, airflow) -> None:
+    """Stop the Airflow once its boot is over (a failed boot has stopped its processes)."""
+    if booting.exception() is None:
+        airflow.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ def _backfill(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            "modelyard: stopped following; the backfill goes on in Airflow (Browse -> Backfills)",
+            "modelyard: stopped following; the backfill stays in Airflow and goes on while its "
+            "scheduler runs (the DAG's Backfills tab)",
             file=sys.stderr,
         )
         return 130
