@@ -129,6 +129,7 @@ class UISettings(_Section):
 
     mlflow_ui_url: str = Field(
         "",
+        pattern=r"^(https?://\S+)?$",
         description="MLflow UI base URL (`make mlflow-ui`: http://localhost:5000) the registry "
         "page links model versions to; empty = no MLflow links",
     )

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from markupsafe import escape
 from mlflow import MlflowClient
+from pydantic import ValidationError
 
 from modelyard.registry import promote, status, tags
 from modelyard.registry_page import Links, Viewer, render_registry, version_view
@@ -103,3 +105,12 @@ def test_a_hand_edited_tag_costs_only_what_it_held(registry_home):
     readable = [e for e in state["ledger"] if isinstance(e, dict) and e.get("action")]
     assert len(readable) == 5 and html.count('<td class="who">') >= len(readable)
     assert re.search(r"unreadable[^<]*(ledger|999999)", html)  # shown as damaged, not dropped
+
+
+def test_the_mlflow_link_base_must_be_an_http_url(tmp_path):
+    """The setting becomes an href: a ``javascript:`` (or any non-http) value is refused."""
+    from modelyard.settings import Settings
+
+    assert Settings(home=tmp_path, ui={"mlflow_ui_url": "https://mlflow.example"}).ui.mlflow_ui_url
+    with pytest.raises(ValidationError, match="mlflow_ui_url"):
+        Settings(home=tmp_path, ui={"mlflow_ui_url": "javascript:alert(1)"})
