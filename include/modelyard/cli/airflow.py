@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from typing import NoReturn
 
 
 def _settings():
@@ -13,7 +14,7 @@ def _settings():
     return get_settings()
 
 
-def _airflow(args: argparse.Namespace) -> int:
+def _airflow(args: argparse.Namespace) -> NoReturn:
     from modelyard.airflow_env import exec_airflow
 
     exec_airflow(_settings(), args.args)  # replaces this process: airflow's exit code is ours
