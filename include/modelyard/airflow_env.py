@@ -1,7 +1,10 @@
 """The embedded Airflow: SQLite metadata DB under ``<home>/airflow``, this repo's DAG bundle.
 
-Used by ``make airflow``, ``modelyard demo`` and the Airflow tests, so all three look at the
-same home. Everything is environment variables, Airflow's own configuration mechanism.
+Used by ``make airflow``, ``modelyard airflow``, ``modelyard backfill``, ``modelyard demo`` and
+the Airflow tests, so all of them look at the same home. Everything is environment variables,
+Airflow's own configuration mechanism. An Airflow started here leaves a record
+(``<home>/airflow/api_server.json``: its URL and pid) so commands that need a running scheduler
+find the one serving *this* home, not whatever listens on port 8080.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from modelyard.settings import PROJECT_ROOT, Settings
 
@@ -64,6 +69,62 @@ def airflow(
     )
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it), for a temporary Airflow."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _record_file(settings: Settings) -> Path:
+    return Path(settings.home) / "airflow" / "api_server.json"
+
+
+def _record_api_server(settings: Settings, url: str, pid: int) -> None:
+    _record_file(settings).write_text(json.dumps({"url": url, "pid": pid}))
+
+
+def _forget_api_server(settings: Settings, pid: int) -> None:
+    """Remove the record if it still names ``pid`` (another Airflow may have replaced it)."""
+    record = _record_file(settings)
+    try:
+        if json.loads(record.read_text()).get("pid") == pid:
+            record.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def scheduler_healthy(base_url: str) -> bool:
+    """Whether the API server at ``base_url`` answers and reports a healthy scheduler."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as resp:
+            health = json.load(resp)
+    except (OSError, ValueError):
+        return False
+    return health.get("scheduler", {}).get("status") == "healthy"
+
+
+def find_running_airflow(settings: Settings) -> str | None:
+    """Base URL of the Airflow started on this home (``make airflow``, ``running_airflow``)
+    while its process lives and its scheduler is healthy; ``None`` otherwise."""
+    try:
+        record = json.loads(_record_file(settings).read_text())
+        url, pid = str(record["url"]), int(record["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return url if _alive(pid) and scheduler_healthy(url) else None
+
+
 def init_airflow(settings: Settings) -> None:
     """Migrate the metadata DB and create the ``gpu`` pool (one slot: one GPU)."""
     (Path(settings.home) / "airflow").mkdir(parents=True, exist_ok=True)
@@ -96,11 +157,13 @@ def running_airflow(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _record_api_server(settings, base_url, proc.pid)
     try:
         _wait_healthy(base_url, proc, timeout, log_file)
         yield base_url
     finally:
         stop_process_group(proc)
+        _forget_api_server(settings, proc.pid)
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
@@ -129,19 +192,41 @@ def _wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float, log_fil
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see {log_file}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as resp:
-                health = json.load(resp)
-            if health.get("scheduler", {}).get("status") == "healthy":
-                return
-        except (OSError, ValueError):
-            pass
+        if scheduler_healthy(base_url):
+            return
         time.sleep(2)
     raise TimeoutError(f"Airflow did not become healthy within {timeout:.0f}s; see {log_file}")
 
 
-def _exec(argv: list[str], env: dict[str, str]) -> None:
+def _exec(argv: list[str], env: dict[str, str]) -> NoReturn:
     os.execve(str(VENV_BIN / argv[0]), argv, env)
+
+
+def serve_standalone(settings: Settings) -> NoReturn:
+    """``make airflow``: this process becomes ``airflow standalone`` on the embedded home
+    (same pid, so the record written first names the running Airflow)."""
+    init_airflow(settings)
+    env = airflow_env(settings)
+    url = f"http://localhost:{env.get('AIRFLOW__API__PORT', '8080')}"
+    # Tasks report to the API server's execution API; Airflow's default assumes port 8080.
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"{url}/execution/")
+    passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
+    print(f"Airflow UI: {url} (user admin; password in {passwords})", flush=True)
+    _record_api_server(settings, url, os.getpid())
+    _exec(["airflow", "standalone"], env)
+
+
+def exec_airflow(settings: Settings, args: list[str]) -> NoReturn:
+    """``modelyard airflow ARGS``: the Airflow CLI on the embedded environment; its exit code
+    is this process's (exec). ``standalone`` is ``make airflow``."""
+    if args == ["standalone"]:
+        serve_standalone(settings)
+    env = airflow_env(settings)
+    embedded_db = Path(settings.home) / "airflow" / "airflow.db"
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith(str(embedded_db)):
+        if not embedded_db.exists():  # a fresh home: the same first step as `make airflow`
+            init_airflow(settings)
+    _exec(["airflow", *args], env)
 
 
 def main(argv: list[str]) -> None:
@@ -150,12 +235,7 @@ def main(argv: list[str]) -> None:
 
     settings = get_settings()
     if argv == ["standalone"]:
-        init_airflow(settings)
-        passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
-        print(
-            f"Airflow UI: http://localhost:8080 (user admin; password in {passwords})", flush=True
-        )
-        _exec(["airflow", "standalone"], airflow_env(settings))
+        serve_standalone(settings)
     elif argv == ["mlflow-ui"]:
         Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
         _exec(

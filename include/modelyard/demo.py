@@ -1,10 +1,13 @@
 """``make demo``: the whole pipeline, end to end, through Airflow on the embedded default.
 
-Builds the tiny base model, writes three historical raw partitions, then runs the three DAGs
-through Airflow itself (``airflow dags test``: real DagRuns, XComs, Params and Asset events in
-the metadata DB) and prints the registry. Safe to run again: curation republishes the same
-versions, an already-registered (dataset, settings) pair is not retrained, and the summary
-says what changed.
+Builds the tiny base model, writes three historical raw partitions, curates them with a real
+Airflow backfill of ``curate_dataset`` (``modelyard backfill``'s code, under a scheduler: the
+Airflow already running on this home, else one started for the backfill), then runs
+``finetune_model`` and ``promote_model`` with ``airflow dags test`` (real DagRuns, XComs and
+Params in the metadata DB) and prints the registry. The dates are held by backfill runs, so a
+later ``modelyard backfill`` over them re-runs them and reports "unchanged". Safe to run again:
+curation republishes the same versions, an already-registered (dataset, settings) pair is not
+retrained, and the summary says what changed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from datetime import date
 from pathlib import Path
 
 from modelyard.airflow_env import airflow, init_airflow
-from modelyard.catalog import latest_version, version_for_date
+from modelyard.backfill import run_backfill
+from modelyard.catalog import latest_version
 from modelyard.sampledata import write_sample_partitions
 from modelyard.settings import Settings, get_settings
 from modelyard.tinymodel import build_tiny_model
@@ -34,18 +38,14 @@ def _status(settings: Settings) -> dict:
         return {}
 
 
-def _trigger(
-    dag_id: str, settings: Settings, conf: dict | None = None, logical_date: str | None = None
-) -> None:
+def _trigger(dag_id: str, settings: Settings, conf: dict | None = None) -> None:
     """One DAG run through Airflow; its (long) log goes to a file, its verdict to stdout."""
     args = ["dags", "test", dag_id]
-    if logical_date:
-        args.append(logical_date)
     if conf:
         args += ["--conf", json.dumps(conf)]
     log_dir = Path(settings.home) / "logs" / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{dag_id}-{logical_date or 'now'}-{len(list(log_dir.iterdir()))}.log"
+    log = log_dir / f"{dag_id}-{len(list(log_dir.iterdir()))}.log"
     print(f"==> airflow {' '.join(args)}", flush=True)
     result = airflow(args, settings, check=False, capture=True)
     log.write_text(result.stdout + result.stderr)
@@ -80,16 +80,13 @@ def run_demo(settings: Settings | None = None, max_steps: int | None = None) -> 
     init_airflow(settings)
     before = _status(settings)
 
-    for partition in partitions:
-        day = partition.parent.name
-        previous = version_for_date(day, settings)
-        _trigger("curate_dataset", settings, logical_date=day)
-        current = version_for_date(day, settings)
-        print(
-            f"    {day}: "
-            + (f"unchanged, still {current}" if current == previous else f"published {current}"),
-            flush=True,
-        )
+    days = sorted(date.fromisoformat(p.parent.name) for p in partitions)
+    print(f"==> modelyard backfill --from {days[0]} --to {days[-1]}", flush=True)
+    outcomes = run_backfill(
+        settings, days[0], days[-1], start_airflow=True, out=lambda line: print(f"    {line}")
+    )
+    if failed := [o.line() for o in outcomes if not o.ok]:
+        raise SystemExit("curation did not complete: " + "; ".join(failed))
 
     from modelyard.registry import find_versions
 

@@ -200,6 +200,23 @@ class RegistrySettings(_Section):
     )
 
 
+class UISettings(_Section):
+    """The Airflow UI side: links the registry page draws, the account the CLI drives Airflow as."""
+
+    mlflow_ui_url: str = Field(
+        "",
+        pattern=r"^(https?://\S+)?$",
+        description="MLflow UI base URL (`make mlflow-ui`: http://localhost:5000) the registry "
+        "page links model versions to; empty = no MLflow links",
+    )
+    airflow_user: str = Field(
+        "admin",
+        min_length=1,
+        description="Airflow user `modelyard backfill` logs in as (the embedded SimpleAuthManager; "
+        "its password is read from the Airflow home)",
+    )
+
+
 def find_home() -> Path:
     """``<project root>/.local`` when this code runs from a modelyard checkout.
 
@@ -242,6 +259,7 @@ class Settings(BaseSettings):
     gate: GateSettings = GateSettings()
     promotion: PromotionSettings = PromotionSettings()
     registry: RegistrySettings = RegistrySettings()
+    ui: UISettings = UISettings()
 
     @property
     def storage(self) -> str:

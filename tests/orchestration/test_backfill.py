@@ -1,118 +1,118 @@
-"""A backfill over three historical dates under a real Airflow scheduler (`airflow standalone`).
+"""`modelyard backfill` under a real Airflow scheduler (`airflow standalone`).
 
-The middle date has no raw partition: that run must be a clear skip, not a failure of the
-backfill. Re-running the backfill republishes the same versions and emits no new Asset event.
+First the demo's curation step (the same code: a real backfill of `curate_dataset`) over four
+dates, the first of which has no raw partition: a clear skip, not a failure. Then a user runs
+`modelyard backfill` over the three curated dates in its own process: the dates the demo's
+backfill holds are re-run, each reports "unchanged", the published versions stay the same and no
+second Asset event is emitted. Each backfill ran one run at a time, in date order.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 import urllib.error
 import urllib.request
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 
-from modelyard.airflow_env import airflow, running_airflow
+from modelyard.airflow_api import AirflowAPI
+from modelyard.airflow_env import VENV_BIN, running_airflow
+from modelyard.backfill import run_backfill
 from modelyard.sampledata import write_partition
 from tests.net import free_port
-from tests.orchestration.api import AirflowAPI
 
 pytestmark = pytest.mark.airflow
+MISSING = "2026-09-30"
 DATES = ["2026-10-01", "2026-10-02", "2026-10-03"]
-MISSING = "2026-10-02"
 
 
-def _backfill_runs(api: AirflowAPI, backfills: int, timeout: float = 420) -> list[dict]:
-    """Wait until ``backfills`` backfills have completed; return curate_dataset's backfill runs."""
-    api.wait_for(
-        lambda: (
-            sum(
-                b["completed_at"] is not None
-                for b in api.get("/api/v2/backfills?dag_id=curate_dataset")["backfills"]
-            )
-            >= backfills
-        ),
-        f"{backfills} completed backfill(s)",
-        timeout=timeout,
-        every=3,
-    )
-    runs = api.get("/api/v2/dags/curate_dataset/dagRuns?limit=100")["dag_runs"]
-    return [r for r in runs if r["run_type"] == "backfill"]
+def _published(settings) -> dict[str, str]:
+    pointers = settings.storage_path / "datasets" / "_by_date"
+    return {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
 
 
-def _db_rows(settings, query: str) -> list[tuple]:
+def _asset_events(settings) -> list[str]:
     with sqlite3.connect(Path(settings.home) / "airflow" / "airflow.db") as conn:
-        return conn.execute(query).fetchall()
+        rows = conn.execute("SELECT extra FROM asset_event ORDER BY id").fetchall()
+    return [json.loads(extra)["version"] for (extra,) in rows]
 
 
-def _backfill(settings) -> None:
-    airflow(
-        [
-            "backfill",
-            "create",
-            "--dag-id",
-            "curate_dataset",
-            "--from-date",
-            DATES[0],
-            "--to-date",
-            DATES[-1],
-            "--reprocess-behavior",
-            "completed",
-        ],
-        settings,
-        capture=True,
+def _backfill_runs(api: AirflowAPI) -> list[dict]:
+    runs = api.get(
+        "/api/v2/dags/curate_dataset/dagRuns", run_type="backfill", order_by="logical_date"
     )
+    return runs["dag_runs"]
 
 
-def test_backfill_rebuilds_history_and_skips_the_missing_partition(airflow_settings):
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _assert_one_at_a_time_in_date_order(runs: list[dict]) -> None:
+    """Each run started after the previous date's run ended, and ran for seconds, not the
+    weeks between its logical date and today."""
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert _instant(later["start_date"]) >= _instant(earlier["end_date"]), (earlier, later)
+    for run in runs:
+        assert _instant(run["start_date"]) >= _instant(run["queued_at"])
+        assert run["duration"] < 600, run
+
+
+def test_backfill_after_the_demo_reports_unchanged_and_keeps_the_versions(airflow_settings):
     settings = airflow_settings
     raw = settings.storage_path / "raw"
     for day in DATES:
-        if day != MISSING:
-            write_partition(raw, date.fromisoformat(day), n=60)
+        write_partition(raw, date.fromisoformat(day), n=60)
 
     with running_airflow(settings, port=free_port()) as base_url:
-        api = AirflowAPI(base_url, Path(settings.home) / "airflow")
-        airflow(["dags", "unpause", "curate_dataset"], settings, capture=True)
-        _backfill(settings)
-        runs = _backfill_runs(api, backfills=1)
-        assert {r["logical_date"][:10] for r in runs} == set(DATES)
-        assert all(r["state"] == "success" for r in runs), runs
-
-        states = dict(
-            _db_rows(
-                settings,
-                "SELECT dr.logical_date, ti.state FROM task_instance ti "
-                "JOIN dag_run dr ON dr.run_id = ti.run_id AND dr.dag_id = ti.dag_id "
-                "WHERE ti.task_id = 'curate' AND dr.run_id LIKE 'backfill__%'",
-            )
+        api = AirflowAPI.login_embedded(base_url, Path(settings.home) / "airflow", "admin")
+        lines: list[str] = []
+        demo = run_backfill(
+            settings, date.fromisoformat(MISSING), date.fromisoformat(DATES[-1]), out=lines.append
         )
-        assert {d[:10]: s for d, s in states.items()}[MISSING] == "skipped"
+        assert [(o.day, o.status) for o in demo] == [(MISSING, "skipped")] + [
+            (day, "new") for day in DATES
+        ]
+        assert f"{MISSING}  skipped: no raw partition" in lines
+        published = _published(settings)
+        assert set(published) == set(DATES)
+        assert [o.version for o in demo[1:]] == [published[day] for day in DATES]
+        assert sorted(_asset_events(settings)) == sorted(published.values())
+        first_runs = _backfill_runs(api)
+        assert [r["logical_date"][:10] for r in first_runs] == [MISSING, *DATES]
+        _assert_one_at_a_time_in_date_order(first_runs)
 
-        pointers = settings.storage_path / "datasets" / "_by_date"
-        published = {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
-        assert set(published) == set(DATES) - {MISSING}
-        events = _db_rows(settings, "SELECT extra FROM asset_event")
-        assert sorted(json.loads(e[0])["version"] for e in events) == sorted(published.values())
+        # A user's backfill over the same dates, from the command line, in its own process.
+        cli = subprocess.run(
+            [str(VENV_BIN / "modelyard"), "backfill", "--from", DATES[0], "--to", DATES[-1]],
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        for day in DATES:
+            assert f"{day}  {published[day]}  unchanged" in cli.stdout.splitlines(), cli.stdout
+        assert _published(settings) == published
+        assert len(_asset_events(settings)) == len(published)  # no second event for a version
+        rerun = [r for r in _backfill_runs(api) if r["logical_date"][:10] in DATES]
+        assert all(r["state"] == "success" for r in rerun)
+        assert min(_instant(r["queued_at"]) for r in rerun) > max(
+            _instant(r["end_date"]) for r in first_runs
+        )  # the dates were re-run, not skipped
+        _assert_one_at_a_time_in_date_order(rerun)
 
-        # The same backfill again: same versions, no second Asset event for them.
-        _backfill(settings)
-        rerun = _backfill_runs(api, backfills=2)
-        assert all(r["state"] == "success" for r in rerun), rerun
-        again = {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
-        assert again == published
-        assert len(_db_rows(settings, "SELECT id FROM asset_event")) == len(published)
-
-        _check_registry_page_needs_login(settings, api)
+        _check_registry_page_needs_login(settings, base_url, api)
 
 
-def _check_registry_page_needs_login(settings, api: AirflowAPI) -> None:
+def _check_registry_page_needs_login(settings, base_url: str, api: AirflowAPI) -> None:
     """The plugin page is served by the API server and refuses anonymous requests."""
     with pytest.raises(urllib.error.HTTPError) as anonymous:
-        urllib.request.urlopen(f"{api.base_url}/modelyard/status.json", timeout=30)
+        urllib.request.urlopen(f"{base_url}/modelyard/status.json", timeout=30)
     assert anonymous.value.code == 401
-    html = api.get("/modelyard/")
-    assert settings.registered_model in html and "Promotion ledger" in html
+    assert api.get("/modelyard/status.json")["model"] == settings.registered_model

@@ -1,10 +1,10 @@
 """The whole pipeline through Airflow on the embedded default, twice.
 
-`modelyard demo` runs curate_dataset for three dates, finetune_model and promote_model with
-`airflow dags test` (real DagRuns, XComs, Params and Asset events in the metadata DB), on the
-tiny model. The registry must then hold one version with full lineage, holding production,
-whose scores beat the base model's on the same eval-suite version; a second run changes
-nothing.
+`modelyard demo` curates three dates with a real backfill of curate_dataset under a scheduler,
+then runs finetune_model and promote_model with `airflow dags test` (real DagRuns, XComs,
+Params and Asset events in the metadata DB), on the tiny model. The registry must then hold
+one version with full lineage, holding production, whose scores beat the base model's on the
+same eval-suite version; a second run changes nothing.
 """
 
 from __future__ import annotations

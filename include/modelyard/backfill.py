@@ -1,0 +1,233 @@
+"""``modelyard backfill``: a real Airflow backfill of ``curate_dataset``, followed to the end.
+
+Why backfill runs used to run in parallel although ``curate_dataset`` has ``max_active_runs=1``:
+Airflow 3 counts a backfill's runs against the *backfill's own* ``max_active_runs`` (10 unless
+given, from the CLI and the REST API; only the UI's form defaults to 1). The scheduler
+(``_start_queued_dagruns``) checks the DAG's limit only for runs outside a backfill. So the
+backfill is created here with ``max_active_runs=1`` and ``run_backwards=False``: its runs start
+one at a time in date order, which cross-version dedup needs (each date deduplicates against
+the versions published for earlier dates).
+
+Reprocessing is ``completed``: a date that already ran (an earlier backfill, the demo, the daily
+schedule) is cleared and run again, so the command reports "unchanged" for it instead of
+silently creating nothing (``none``, Airflow's default, skips every date that has a run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from modelyard.airflow_api import AirflowAPI, AirflowAPIError, quoted
+from modelyard.airflow_env import find_running_airflow, free_port, running_airflow
+from modelyard.settings import Settings
+
+DAG_ID = "curate_dataset"
+TERMINAL = ("success", "failed")
+
+
+class NoScheduler(RuntimeError):
+    """No Airflow scheduler runs on this home; the message says how to start one."""
+
+
+@dataclass(frozen=True)
+class DateOutcome:
+    """What the backfill did for one date."""
+
+    day: str
+    status: str  # "new" | "unchanged" | "skipped" | "failed" | "not run"
+    version: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("new", "unchanged", "skipped")
+
+    def line(self) -> str:
+        if self.status in ("new", "unchanged"):
+            return f"{self.day}  {self.version}  {self.status}"
+        if self.status == "skipped":
+            return f"{self.day}  skipped: no raw partition"
+        return f"{self.day}  {self.status}: {self.detail}"
+
+
+def check_range(start: date, end: date, today: date | None = None) -> list[str]:
+    """The days of ``[start, end]``; one-line ``ValueError`` for a range Airflow cannot run.
+
+    A daily run for day D covers [D, D+1) and may start only once D has ended (UTC).
+    """
+    today = today or datetime.now(UTC).date()
+    if start > end:
+        raise ValueError(f"--from {start} is after --to {end}")
+    if end >= today:
+        raise ValueError(
+            f"--to {end} has not ended yet (UTC today is {today}): the run for a day starts "
+            "after that day; the last day you can backfill is yesterday"
+        )
+    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+def run_backfill(
+    settings: Settings,
+    start: date,
+    end: date,
+    start_airflow: bool = False,
+    out: Callable[[str], None] = print,
+) -> list[DateOutcome]:
+    """Backfill ``curate_dataset`` over ``[start, end]`` on the Airflow running on this home
+    (or, with ``start_airflow``, on one started for the duration); one outcome per date."""
+    days = check_range(start, end)
+    with ExitStack() as stack:
+        url = find_running_airflow(settings)
+        if url is None:
+            if not start_airflow:
+                raise NoScheduler(
+                    f"no Airflow scheduler is running on {settings.home}: start one with "
+                    "`make airflow` (or `modelyard airflow standalone`) and run this again, "
+                    "or add --start-airflow to run one for this backfill"
+                )
+            out("starting Airflow (airflow standalone) for this backfill...")
+            url = stack.enter_context(running_airflow(settings, port=free_port()))
+        api = AirflowAPI.login_embedded(
+            url, Path(settings.home) / "airflow", settings.ui.airflow_user
+        )
+        stack.callback(api.close)
+        first = _dag_details(api)["start_date"][:10]
+        if days[0] < first:
+            raise ValueError(f"--from {days[0]} is before {DAG_ID}'s start date {first}")
+        backfill = _create(api, days)
+        _unpause(api, out)
+        out(
+            f"backfill {backfill['id']} of {DAG_ID} {days[0]}..{days[-1]} on {url} "
+            "(one run at a time, in date order; dates that already ran are run again)"
+        )
+        return follow(api, backfill, days, out)
+
+
+def _dag_details(api: AirflowAPI, timeout: float = 180.0) -> dict:
+    """The DAG as Airflow knows it; a just-started Airflow knows it once its DAG processor has
+    parsed it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return api.get(f"/api/v2/dags/{DAG_ID}/details")
+        except AirflowAPIError as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
+    """``POST /backfills``, retried while the embedded SQLite DB is busy.
+
+    Airflow answers 503 when the scheduler holds SQLite's write lock and removes the partial
+    backfill (a 409 "already running" right after is that leftover, which the scheduler clears);
+    a 409 on the first try is a backfill someone else started.
+    """
+    body = {
+        "dag_id": DAG_ID,
+        "from_date": f"{days[0]}T00:00:00Z",
+        "to_date": f"{days[-1]}T00:00:00Z",
+        "run_backwards": False,
+        "reprocess_behavior": "completed",
+        "max_active_runs": 1,
+    }
+    deadline, locked = time.monotonic() + timeout, False
+    while True:
+        try:
+            return api.post("/api/v2/backfills", body)
+        except AirflowAPIError as exc:
+            retry = exc.status == 503 or (exc.status == 409 and locked)
+            if not retry or time.monotonic() > deadline:
+                if exc.status == 409:
+                    raise AirflowAPIError(
+                        409,
+                        f"another backfill of {DAG_ID} is running: wait for it or cancel it "
+                        "(Airflow UI: the DAG's Backfills tab)",
+                    ) from None
+                raise
+            locked = locked or exc.status == 503
+            time.sleep(3)
+
+
+def _unpause(api: AirflowAPI, out: Callable[[str], None]) -> None:
+    """Backfill runs start only while their DAG is unpaused."""
+    if api.get(f"/api/v2/dags/{DAG_ID}")["is_paused"]:
+        api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+        out(f"unpaused {DAG_ID} (its daily schedule is on from now; pause it in the UI to stop)")
+
+
+def follow(
+    api: AirflowAPI,
+    backfill: dict,
+    days: list[str],
+    out: Callable[[str], None],
+    every: float = 2.0,
+) -> list[DateOutcome]:
+    """Print each date's outcome as its run ends (they end in date order) until the backfill
+    completes; dates the backfill did not run are reported last."""
+    outcomes: dict[str, DateOutcome] = {}
+    while True:
+        completed = api.get(f"/api/v2/backfills/{backfill['id']}")["completed_at"] is not None
+        runs = _runs_of(api, backfill, days)
+        for day in days:
+            if day in outcomes:
+                continue
+            run = runs.get(day)
+            if run is None and completed:
+                outcomes[day] = DateOutcome(
+                    day, "not run", detail="a run for this date was queued or running already"
+                )
+            elif run is not None and run["state"] in TERMINAL:
+                outcomes[day] = _outcome(api, day, run)
+            else:
+                break  # later dates wait for this one: report in date order
+            out(outcomes[day].line())
+        if completed and len(outcomes) == len(days):
+            return [outcomes[day] for day in days]
+        time.sleep(every)
+
+
+def _runs_of(api: AirflowAPI, backfill: dict, days: list[str]) -> dict[str, dict]:
+    """This backfill's run per date: backfill runs queued (created or cleared) after it began."""
+    runs = api.get(
+        f"/api/v2/dags/{DAG_ID}/dagRuns",
+        logical_date_gte=f"{days[0]}T00:00:00Z",
+        logical_date_lte=f"{days[-1]}T00:00:00Z",
+        run_type="backfill",
+        order_by="logical_date",
+        limit=len(days),
+    )["dag_runs"]
+    created = _instant(backfill["created_at"])
+    return {
+        r["logical_date"][:10]: r
+        for r in runs
+        if r["queued_at"] and _instant(r["queued_at"]) >= created
+    }
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _outcome(api: AirflowAPI, day: str, run: dict) -> DateOutcome:
+    run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted(run['dag_run_id'])}"
+    tasks = {t["task_id"]: t for t in api.get(f"{run_path}/taskInstances")["task_instances"]}
+    if tasks.get("curate", {}).get("state") == "skipped":
+        return DateOutcome(day, "skipped")
+    if tasks.get("publish", {}).get("state") == "success":
+        published = api.get(f"{run_path}/taskInstances/publish/xcomEntries/return_value")["value"]
+        status = "new" if published["new"] else "unchanged"
+        return DateOutcome(day, status, version=published["version"])
+    failed = next((t for t in tasks.values() if t["state"] == "failed"), None)
+    link = f"{api.base_url}/dags/{DAG_ID}/runs/{quoted(run['dag_run_id'])}"
+    if failed is None:
+        return DateOutcome(day, "failed", detail=f"run {run['state']} without publishing; {link}")
+    error = api.task_error(DAG_ID, run["dag_run_id"], failed["task_id"], failed["try_number"])
+    return DateOutcome(
+        day, "failed", detail=f"{failed['task_id']}: {error or 'see its log'}; {link}"
+    )

@@ -1,0 +1,77 @@
+"""`modelyard airflow ARGS` and `modelyard backfill`'s refusals, as a user runs them (real
+processes, no scheduler): the Airflow CLI sees the embedded environment and its exit code comes
+back unchanged; a bad range or a missing scheduler is one clear line, and touches nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from modelyard.airflow_env import VENV_BIN
+from modelyard.settings import PROJECT_ROOT
+
+
+def _modelyard(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "modelyard"), *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_airflow_runs_against_the_embedded_home_and_passes_its_exit_code(settings):
+    home = Path(settings.home)
+    dags = _modelyard("airflow", "config", "get-value", "core", "dags_folder")
+    assert dags.returncode == 0, dags.stderr
+    assert dags.stdout.strip() == str(PROJECT_ROOT / "dags")
+    db = _modelyard("airflow", "config", "get-value", "database", "sql_alchemy_conn")
+    assert db.stdout.strip() == f"sqlite:///{home / 'airflow' / 'airflow.db'}"
+    assert (home / "airflow" / "airflow.db").exists()  # a fresh home is migrated first
+
+    plugins = _modelyard("airflow", "plugins", "-o", "json")
+    assert "modelyard" in [p["name"] for p in json.loads(plugins.stdout)]
+
+    assert _modelyard("airflow", "pools", "get", "no-such-pool").returncode == 1
+    assert _modelyard("airflow", "no-such-command").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "says"),
+    [
+        ("2026-10-03", "2026-10-01", "--from 2026-10-03 is after --to 2026-10-01"),
+        ("2026-10-01", "2999-01-01", "--to 2999-01-01 has not ended yet"),
+        ("2026-02-30", "2026-03-01", "'2026-02-30' is not a date (YYYY-MM-DD)"),
+        ("2026-10-01", "last week", "'last week' is not a date (YYYY-MM-DD)"),
+    ],
+)
+def test_a_bad_range_is_one_line_and_touches_nothing(settings, start, end, says):
+    result = _modelyard("backfill", "--from", start, "--to", end, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert says in result.stderr.strip().splitlines()[-1]
+    assert not (Path(settings.home) / "airflow").exists()
+
+
+def test_without_a_scheduler_it_says_how_to_get_one(settings):
+    airflow_home = Path(settings.home) / "airflow"
+    for record in (None, "stale"):
+        if record == "stale":  # an Airflow that was started on this home and has died since
+            gone = subprocess.Popen(["true"])
+            gone.wait()
+            airflow_home.mkdir(parents=True)
+            (airflow_home / "api_server.json").write_text(
+                json.dumps({"url": "http://127.0.0.1:9", "pid": gone.pid})
+            )
+        result = _modelyard("backfill", "--from", "2026-10-01", "--to", "2026-10-03", timeout=60)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "no Airflow scheduler is running" in lines[0]
+        assert "make airflow" in lines[0] and "--start-airflow" in lines[0]
+        assert not (airflow_home / "airflow.db").exists()
