@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modelyard.cli import curate, demo, eval_suite, registry
+from modelyard.cli import curate, demo, eval_suite, registry, serve
 
-COMMANDS = (demo, curate, registry, eval_suite)
+COMMANDS = (demo, curate, registry, eval_suite, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

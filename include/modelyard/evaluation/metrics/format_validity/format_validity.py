@@ -15,6 +15,16 @@ def _valid(text: str, validator) -> bool:
     return validator is None or validator.is_valid(value)
 
 
+def verdicts(predictions: list[str], schema: dict | None = None) -> list[bool]:
+    """Each prediction's verdict; the metric is their mean (the serving log stores them per row)."""
+    validator = None
+    if schema is not None:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        validator = cls(schema)
+    return [_valid(p, validator) for p in predictions]
+
+
 class FormatValidity(metric_base.TextPairMetric):
     summary = "Share of predictions that parse as JSON and match the optional JSON schema."
     inputs_doc = (
@@ -23,10 +33,5 @@ class FormatValidity(metric_base.TextPairMetric):
     )
 
     def _compute(self, predictions, references, schema=None):
-        validator = None
-        if schema is not None:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-            validator = cls(schema)
-        hits = sum(_valid(p, validator) for p in predictions)
+        hits = sum(verdicts(predictions, schema))
         return {"format_validity": hits / len(predictions) if predictions else 0.0}
