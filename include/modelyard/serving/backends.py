@@ -47,6 +47,9 @@ class Backend(Protocol):
     def adapters(self) -> list[str]:
         """Names of the adapters this backend serves."""
 
+    async def refresh(self) -> None:
+        """Forget adapters the backend no longer has (an upstream restarted); each poll."""
+
     async def complete(
         self, name: str, messages: list[dict[str, str]], max_tokens: int, temperature: float
     ) -> Completion: ...

@@ -39,6 +39,9 @@ class LocalBackend:
     def adapters(self) -> list[str]:
         return sorted(self._names)
 
+    async def refresh(self) -> None:
+        """Nothing to do: adapters live in this process."""
+
     def _load_base(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

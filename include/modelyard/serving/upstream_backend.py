@@ -54,6 +54,19 @@ class UpstreamBackend:
     def adapters(self) -> list[str]:
         return sorted(self._names)
 
+    async def refresh(self) -> None:
+        """Drop names the upstream's ``/v1/models`` no longer lists, so the watcher reloads them.
+
+        An unreachable upstream changes nothing: an outage is not a reason to reload.
+        """
+        try:
+            resp = await self._client.get("/v1/models")
+            listed = {m["id"] for m in resp.json()["data"]} if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            listed = None
+        if listed is not None:
+            self._names &= listed
+
     async def _post(self, path: str, body: dict) -> httpx.Response:
         try:
             return await self._client.post(path, json=body)
@@ -94,8 +107,6 @@ class UpstreamBackend:
                 "temperature": temperature,
             },
         )
-        if resp.status_code == 404:  # the upstream lost it (restarted?): the watcher reloads it
-            self._names.discard(name)
         if resp.status_code != 200:
             status = 400 if resp.status_code == 400 else 502  # 400: the client's request
             raise BackendError(f"upstream answered {resp.status_code}: {_message(resp)}", status)

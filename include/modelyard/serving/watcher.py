@@ -49,6 +49,7 @@ class AliasWatcher:
             await asyncio.sleep(self.settings.serving.poll_seconds)
 
     async def poll(self) -> None:
+        await self.backend.refresh()
         try:
             aliases = await asyncio.to_thread(self._read_aliases)
         except Exception as exc:  # noqa: BLE001 - a registry outage must not stop serving
