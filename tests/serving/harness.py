@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -69,62 +69,40 @@ def set_aliases(settings: Settings, **aliases: str | None) -> None:
             client.set_registered_model_alias(MODEL, alias, version)
 
 
-@dataclass
-class GatewayProcess:
-    """``modelyard serve`` as an operator starts it, with settings from the environment."""
+class ServerProcess:
+    """A server subprocess on a loopback port, its output in a file."""
 
-    home: Path
-    base_model: Path
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
+    def __init__(self, log: Path, port: int | None = None) -> None:
+        self.log = log
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> GatewayProcess:
-        env = {
-            **os.environ,
-            **CHILD_ENV,
-            "MODELYARD_HOME": str(self.home),
-            "MODELYARD_BASE_MODEL": str(self.base_model),
-            "MODELYARD_SERVING__POLL_SECONDS": "0.5",
-            "MODELYARD_SERVING__LOG_FLUSH_SECONDS": "0.1",
-            **self.env,
-        }
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = (self.home / f"gateway-{self.port}.log").open("ab")
-        cli = [str(VENV_BIN / "modelyard"), "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.wait_until(lambda: httpx.get(f"{self.url}/v1/models").status_code == 200, 120)
-        return self
+    def launch(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, env={**os.environ, **CHILD_ENV, **env}, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def output(self) -> str:
-        return (self.home / f"gateway-{self.port}.log").read_text(errors="replace")
+        return self.log.read_text(errors="replace")
 
     def wait_until(self, check: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited {self.proc.returncode}:\n{self.output()}")
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
             try:
                 if check():
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"gateway did not get there in {timeout} s:\n{self.output()[-3000:]}")
-
-    def health(self) -> dict:
-        return httpx.get(f"{self.url}/healthz").json()
-
-    def wait_routes(self, production: str | None, canary: str | None, timeout: float = 60) -> None:
-        want = {"production": production, "canary": canary}
-        self.wait_until(lambda: {k: self.health()[k] for k in want} == want, timeout)
-
-    def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics").text
+        raise AssertionError(f"server did not get there in {timeout} s:\n{self.output()[-3000:]}")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -140,6 +118,42 @@ class GatewayProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+
+
+class GatewayProcess(ServerProcess):
+    """``modelyard serve`` as an operator starts it, with settings from the environment."""
+
+    def __init__(
+        self,
+        home: Path,
+        base_model: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(home / "gateway.log", port)
+        self.home = home
+        self.env = {
+            "MODELYARD_HOME": str(home),
+            "MODELYARD_BASE_MODEL": str(base_model),
+            "MODELYARD_SERVING__POLL_SECONDS": "0.5",
+            "MODELYARD_SERVING__LOG_FLUSH_SECONDS": "0.1",
+            **(env or {}),
+        }
+
+    def start(self) -> GatewayProcess:
+        self.launch([str(VENV_BIN / "modelyard"), "serve", "--port", str(self.port)], self.env)
+        self.wait_until(lambda: httpx.get(f"{self.url}/v1/models").status_code == 200, 120)
+        return self
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/healthz").json()
+
+    def wait_routes(self, production: str | None, canary: str | None, timeout: float = 60) -> None:
+        want = {"production": production, "canary": canary}
+        self.wait_until(lambda: {k: self.health()[k] for k in want} == want, timeout)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics").text
 
 
 def chat(
