@@ -23,7 +23,7 @@ def test_sigkill_under_load_keeps_a_readable_log(settings, tiny_model, weak_adap
     gateway = GatewayProcess(settings.home, tiny_model, env).start()
     gateway.wait_routes(version, None)
     with Traffic(gateway.url, clients=4, max_tokens=2) as traffic:
-        traffic.wait_for(60)
+        traffic.wait_for(30)
         gateway.kill()
         killed_at = time.time()
     answered = [r for r in traffic.snapshot() if r.status == 200]
@@ -33,7 +33,7 @@ def test_sigkill_under_load_keeps_a_readable_log(settings, tiny_model, weak_adap
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         logged = {row[0] for row in conn.execute("SELECT id FROM serving_requests")}
     lost = [r for r in answered if r.response_id not in logged]
-    assert len(answered) >= 60 and len(lost) < len(answered)
+    assert len(answered) >= 30 and len(lost) < len(answered)
     # Only answers of the last flush interval may be missing (in the queue at the kill).
     assert all(r.at > killed_at - FLUSH - SLACK for r in lost), [killed_at - r.at for r in lost]
 

@@ -4,7 +4,7 @@ The directory has an ``MLmodel`` file with a ``modelyard_peft`` flavor naming th
 revision, and the adapter (safetensors weights, adapter config, tokenizer) under the path the
 flavor names. Shipping the base again with every version would multiply storage by the base size
 for a few MB of LoRA weights. Each version also carries MLflow's ``python_function`` flavor over
-the same adapter (``modelyard.serving.chat``), so ``mlflow.pyfunc.load_model`` and
+the same adapter (``modelyard.serving.pyfunc``), so ``mlflow.pyfunc.load_model`` and
 ``mlflow models serve`` work on it.
 """
 
@@ -60,7 +60,7 @@ def log_model_dir(
     adapter = Path(adapter_dir)
     if not (adapter / "adapter_model.safetensors").exists():
         raise FileNotFoundError(f"{adapter} has no adapter_model.safetensors")
-    from modelyard.serving.chat import save_pyfunc
+    from modelyard.serving.pyfunc import save_pyfunc
 
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / MODEL_PATH
