@@ -4,33 +4,41 @@ Two real ``modelyard serve`` processes on loopback: an upstream (``local`` backe
 runtime LoRA endpoints on) and the gateway in front of it (``openai`` backend), serving one
 registered version as production. The same concurrent clients call the upstream directly (by
 adapter name, as the gateway does) and then through the gateway, in alternating rounds, with
-``max_tokens=1`` so generation does not drown the gateway's own cost. Printed:
+``max_tokens=1`` so generation does not drown the gateway's own cost. Printed as a table:
 
 * throughput and client-side p50/p99 latency of each path;
 * the latency the gateway adds per request: the client's latency minus the upstream call the
-  gateway timed itself (its ``Server-Timing: backend;dur=`` header), p50 and p99;
+  gateway timed itself (its ``Server-Timing: backend;dur=`` header), p50 and p99, and the
+  gateway process's CPU time per request (what the latency is made of when cores are free);
 * that the gateway's request log holds exactly the requests it answered (nothing lost);
-* the request log writer alone (real PII scrubber and format check, SQLite by default):
-  entries per second, submitted as fast as one thread can and committed.
+* the request log writer alone (real PII scrubber and format check, SQLite by default), every
+  prompt carrying an e-mail address and a phone number: entries per second, committed.
 
-    python bench/gateway.py [--clients 8] [--requests 400] [--rounds 3] [--log-url URL]
+The upstream stands in for a GPU server on this CPU-only box. It runs with one OpenMP thread
+(with the default two, its spinning workers cost ten times the CPU per 1-token request) and,
+with ``--upstream-nice``, at a lower priority, so it does not take the core the gateway has to
+itself on a real deployment. Each client is its own process. Latencies are wall-clock on a
+shared machine: the load average is printed with them.
+
+    python bench/gateway.py [--clients 8] [--requests 400] [--rounds 3] [--upstream-nice 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 VENV_BIN = Path(sys.executable).parent
 MODEL = "modelyard-assistant"
@@ -70,7 +78,7 @@ def register_version(home: Path, base: Path) -> str:
 
 
 class Server:
-    def __init__(self, home: Path, base: Path, **settings: str) -> None:
+    def __init__(self, home: Path, base: Path, nice: int = 0, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -78,6 +86,7 @@ class Server:
             "MODELYARD_HOME": str(home),
             "MODELYARD_BASE_MODEL": str(base),
             "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
             **{f"MODELYARD_SERVING__{k.upper()}": v for k, v in settings.items()},
         }
         home.mkdir(parents=True, exist_ok=True)
@@ -87,6 +96,7 @@ class Server:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None,
             )
 
     def wait(self, path: str, timeout: float = 180) -> None:
@@ -108,36 +118,34 @@ class Server:
             self.proc.wait(60)
 
 
-def drive(url: str, model: str, clients: int, requests: int) -> tuple[float, list, list]:
-    """(seconds, client latencies in ms, gateway-added ms per request where timed)."""
+def client(url: str, model: str, index: int, count: int) -> list[tuple[float, float | None]]:
+    """One client process: (latency ms, gateway-added ms or None) per request, in order."""
     body = {"model": model, "messages": [{"role": "user", "content": "Lena is a vet from Oslo."}]}
     body |= {"max_tokens": 1, "temperature": 0}
-    latencies: list[float] = []
-    added: list[float] = []
-    lock = threading.Lock()
-    per_client = requests // clients
+    out: list[tuple[float, float | None]] = []
+    with httpx.Client(timeout=120) as http:
+        for i in range(count):
+            t0 = time.perf_counter()
+            resp = http.post(f"{url}/v1/chat/completions", json=body | {"user": f"{index}-{i}"})
+            ms = (time.perf_counter() - t0) * 1000
+            if resp.status_code != 200:
+                raise RuntimeError(f"request failed: {resp.status_code} {resp.text[:200]}")
+            timing = resp.headers.get("server-timing")
+            out.append((ms, ms - float(timing.split("dur=")[1]) if timing else None))
+    return out
 
-    def client(index: int) -> None:
-        with httpx.Client(timeout=120) as http:
-            for i in range(per_client):
-                t0 = time.perf_counter()
-                resp = http.post(f"{url}/v1/chat/completions", json=body | {"user": f"{index}-{i}"})
-                ms = (time.perf_counter() - t0) * 1000
-                if resp.status_code != 200:
-                    sys.exit(f"request failed: {resp.status_code} {resp.text[:200]}")
-                timing = resp.headers.get("server-timing")
-                with lock:
-                    latencies.append(ms)
-                    if timing:
-                        added.append(ms - float(timing.split("dur=")[1]))
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+def drive(pool, url: str, model: str, clients: int, requests: int) -> tuple[float, list, list]:
+    """(seconds, client latencies in ms, gateway-added ms per request where timed).
+
+    Clients are processes: threads of one process would queue on its GIL, and that wait would
+    be measured as the server's latency.
+    """
+    jobs = [(url, model, i, requests // clients) for i in range(clients)]
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start, latencies, added
+    results = [r for part in pool.starmap(client, jobs) for r in part]
+    seconds = time.perf_counter() - start
+    return seconds, [ms for ms, _ in results], [a for _, a in results if a is not None]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -188,10 +196,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400, help="per round and path")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--upstream-nice", type=int, default=10, help="0: same priority")
     parser.add_argument("--log-entries", type=int, default=20_000)
     parser.add_argument("--log-url", default="", help="database for the writer-alone run")
     args = parser.parse_args()
 
+    from modelyard.serving.logreader import RequestLogReader
+    from modelyard.serving.requestlog import log_url
     from modelyard.settings import Settings
     from modelyard.tinymodel import build_tiny_model
 
@@ -199,63 +210,73 @@ def main() -> None:
         root = Path(tmp)
         base = build_tiny_model(root / "tiny-llama")
         version = register_version(root / "front", base)
-        upstream = Server(root / "upstream", base, runtime_lora_updates="true")
-        front = Server(
-            root / "front", base, backend="openai", upstream_url=upstream.url, poll_seconds="5"
-        )
+        upstream = Server(root / "upstream", base, args.upstream_nice, runtime_lora_updates="true")
+        front = Server(root / "front", base, backend="openai", upstream_url=upstream.url)
+        pool = multiprocessing.get_context("spawn").Pool(args.clients)
         try:
             upstream.wait("/v1/models")
             front.wait("/healthz")
-            adapter = f"{MODEL}-v{version}"
-            drive(upstream.url, adapter, args.clients, args.clients * 5)  # warm both paths
-            drive(front.url, MODEL, args.clients, args.clients * 5)
-            direct = {"seconds": 0.0, "latency": [], "added": []}
-            gateway = {"seconds": 0.0, "latency": [], "added": []}
+            targets = {
+                "direct": (upstream.url, f"{MODEL}-v{version}"),
+                "gateway": (front.url, MODEL),
+            }
+            for url, model in targets.values():  # warm both paths
+                drive(pool, url, model, args.clients, args.clients * 5)
+            front_cpu = psutil.Process(front.proc.pid)
+            loads = [os.getloadavg()[0]]
+            paths = {
+                name: {"seconds": 0.0, "latency": [], "added": [], "cpu": 0.0} for name in targets
+            }
             for _ in range(args.rounds):
-                for stats, url, model in (
-                    (direct, upstream.url, adapter),
-                    (gateway, front.url, MODEL),
-                ):
-                    seconds, latency, added = drive(url, model, args.clients, args.requests)
-                    stats["seconds"] += seconds
-                    stats["latency"] += latency
-                    stats["added"] += added
+                for name, (url, model) in targets.items():
+                    cpu = sum(front_cpu.cpu_times()[:2])
+                    seconds, latency, added = drive(pool, url, model, args.clients, args.requests)
+                    paths[name]["cpu"] += sum(front_cpu.cpu_times()[:2]) - cpu
+                    paths[name]["seconds"] += seconds
+                    paths[name]["latency"] += latency
+                    paths[name]["added"] += added
+                loads.append(os.getloadavg()[0])
         finally:
-            front.stop()
+            pool.terminate()
+            front.stop()  # SIGTERM: the gateway's log writer flushes
             upstream.stop()
-        from modelyard.serving.logreader import RequestLogReader
-        from modelyard.serving.requestlog import log_url
-
         front_settings = Settings(home=root / "front", base_model=str(base))
         logged = len(RequestLogReader.for_settings(front_settings).requests())
-        sent = len(gateway["latency"]) + args.clients * 5
-        rate = log_writer_rate(
-            args.log_url or log_url(Settings(home=root / "writer")),
-            args.log_entries,
-            front_settings,
-        )
+        answered = len(paths["gateway"]["latency"]) + args.clients * 5
+        writer_url = args.log_url or log_url(Settings(home=root / "writer"))
+        rate = log_writer_rate(writer_url, args.log_entries, front_settings)
 
+    direct, gateway = paths["direct"], paths["gateway"]
+    idle = direct["cpu"] / len(direct["latency"])  # what the gateway burns unused (polling)
+    cpu_ms = (gateway["cpu"] / len(gateway["latency"]) - idle) * 1000
+    dl, gl, added = direct["latency"], gateway["latency"], gateway["added"]
     print(
-        f"clients={args.clients}, {args.rounds} rounds x {args.requests} requests per path, "
-        "max_tokens=1, tiny model on CPU\n"
+        f"{args.clients} clients, {args.rounds} x {args.requests} requests per path, max_tokens=1,"
+        f" upstream nice {args.upstream_nice}, load average {statistics.mean(loads):.1f}"
+        f" on {os.cpu_count()} cores\n"
     )
-    print("| path | requests/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    for name, stats in (("upstream directly", direct), ("through the gateway", gateway)):
-        lat = stats["latency"]
-        rps = len(lat) / stats["seconds"]
-        print(f"| {name} | {rps:,.0f} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} |")
-    added = gateway["added"]
-    print(
-        f"\ngateway-added latency per request (client latency - upstream call timed by the "
-        f"gateway): p50 {pct(added, 50):.2f} ms, p99 {pct(added, 99):.2f} ms"
-    )
-    print(
-        f"difference of percentiles: p50 {pct(gateway['latency'], 50) - pct(direct['latency'], 50):.1f}"
-        f" ms, p99 {pct(gateway['latency'], 99) - pct(direct['latency'], 99):.1f} ms"
-    )
-    print(f"request log: {logged} rows for {sent} answered requests ({sent - logged} lost)")
-    print(f"request log writer alone: {rate:,.0f} entries/s ({args.log_entries:,} entries)")
+    rows = [
+        ("throughput, upstream directly", f"{len(dl) / direct['seconds']:,.0f} req/s", ""),
+        ("throughput, through the gateway", f"{len(gl) / gateway['seconds']:,.0f} req/s", ""),
+        ("latency p50 / p99, upstream directly", f"{pct(dl, 50):.1f} / {pct(dl, 99):.1f} ms", ""),
+        ("latency p50 / p99, through the gateway", f"{pct(gl, 50):.1f} / {pct(gl, 99):.1f} ms", ""),
+        (
+            "added by the gateway per request, p50 / p90 / p99",
+            f"{pct(added, 50):.2f} / {pct(added, 90):.2f} / {pct(added, 99):.2f} ms",
+            "p99 < 5 ms",
+        ),
+        ("gateway CPU per request", f"{cpu_ms:.2f} ms", ""),
+        ("request-log rows / answered requests", f"{logged:,} / {answered:,}", "no loss"),
+        (
+            f"log writer alone ({writer_url.split(':')[0]})",
+            f"{rate:,.0f} entries/s",
+            ">= 2,000/s",
+        ),
+    ]
+    print("| measure | result | target |")
+    print("|---|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
