@@ -5,7 +5,8 @@ downloaded and loaded onto the backend in the background while the old routes ke
 only a loaded version is swapped in, by replacing the immutable route table in one assignment.
 A version that fails to download or load never takes traffic: the failure is logged and counted
 (``modelyard_serving_load_failures_total``), production keeps its previous version, the canary
-arm is closed, and the version is retried after ``load_retry_seconds``. A version no alias
+arm is closed, and the version is retried after ``load_retry_seconds`` (an unreachable
+upstream is not the version's failure: that is retried at every poll). A version no alias
 names any more finishes its in-flight requests (up to ``drain_seconds``), then is unloaded.
 A removed ``canary`` alias therefore stops receiving traffic at the next poll. A removed
 ``production`` alias keeps the last production serving: an empty registry is no reason to
@@ -19,7 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-from modelyard.serving.backends import Backend
+from modelyard.serving.backends import AdapterError, Backend
 from modelyard.serving.metrics import GatewayMetrics
 from modelyard.serving.routing import ALIASES, PRODUCTION, Deployment, Routes
 from modelyard.settings import Settings
@@ -113,16 +114,22 @@ class AliasWatcher:
         try:
             path = await asyncio.to_thread(self._fetch, version)
             await self.backend.load(name, str(path))
+        except AdapterError as exc:
+            if exc.status == 502:  # the upstream is down or not up yet: not the version's fault
+                log.warning("version %s (%s) waits for the upstream: %s", version, alias, exc)
+                return None
+            return self._failed_load(version, alias, exc)
         except Exception as exc:  # noqa: BLE001 - whatever breaks, this version takes no traffic
-            self._failed[version] = time.monotonic()
-            self.metrics.load_failures.labels(alias, version).inc()
-            log.error(
-                "version %s (%s) failed to load and takes no traffic: %s", version, alias, exc
-            )
-            return None
+            return self._failed_load(version, alias, exc)
         self._failed.pop(version, None)
         log.info("loaded version %s as adapter %s", version, name)
         return self._loaded.setdefault(version, Deployment(version, name))
+
+    def _failed_load(self, version: str, alias: str, exc: Exception) -> None:
+        """Counted, logged, and left alone for ``load_retry_seconds``."""
+        self._failed[version] = time.monotonic()
+        self.metrics.load_failures.labels(alias, version).inc()
+        log.error("version %s (%s) failed to load and takes no traffic: %s", version, alias, exc)
 
     def _fetch(self, version: str) -> Path:
         """Download the version and check it fits this backend; the adapter's local path."""
