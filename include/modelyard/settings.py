@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -124,7 +124,9 @@ class ServingSettings(BaseModel):
         "OpenAI-compatible server with runtime LoRA loading (vLLM)",
     )
     upstream_url: str = Field("", description="openai backend: base URL, e.g. http://host:8001")
-    upstream_api_key: str = Field("", description="openai backend: bearer token, if any")
+    upstream_api_key: SecretStr = Field(
+        SecretStr(""), description="openai backend: bearer token, if any (vLLM's --api-key)"
+    )
     upstream_timeout_seconds: float = Field(120.0, gt=0, le=3600)
     canary_share: float = Field(
         0.1, ge=0.0, le=1.0, description="share of users routed to the canary version"
@@ -161,6 +163,15 @@ class ServingSettings(BaseModel):
     log_queue_size: int = Field(
         100_000, ge=1, le=10_000_000, description="log entries waiting; beyond it they are dropped"
     )
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> ServingSettings:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) is above max_tokens_limit "
+                f"({self.max_tokens_limit})"
+            )
+        return self
 
 
 class Settings(BaseSettings):

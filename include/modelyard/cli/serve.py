@@ -23,7 +23,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"settings: {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ValueError(f"settings: {where}: {message}") from None
     serve(settings, args.host or settings.serving.host, args.port or settings.serving.port)
     return 0
 

@@ -26,6 +26,7 @@ class LocalBackend:
         self._model = None  # the PeftModel, once a first adapter is on the base
         self._tokenizer = None
         self._names: set[str] = set()
+        self._loading: set[str] = set()
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -52,22 +53,21 @@ class LocalBackend:
             self._tokenizer.pad_token = self._tokenizer.eos_token
 
     async def load(self, name: str, path: str) -> None:
-        if name in self._names:
+        if name in self._names or name in self._loading:
             raise AdapterError(f"The lora adapter '{name}' has already been loaded.")
-        await self._run(self._load, name, path)
-        self._names.add(name)
+        self._loading.add(name)
+        try:
+            # Reading and parsing happen off the model thread; only the injection onto the
+            # model waits its turn between two generations.
+            await asyncio.to_thread(_check_adapter, name, path)
+            await self._run(self._load, name, path)
+            self._names.add(name)
+        finally:
+            self._loading.discard(name)
 
     def _load(self, name: str, path: str) -> None:
-        from peft import PeftConfig, PeftModel
-        from peft.utils import load_peft_weights
+        from peft import PeftModel
 
-        if not (Path(path) / "adapter_config.json").is_file():
-            raise AdapterError(f"No adapter found at {path}", status=404)
-        try:  # read and parse everything before the model is touched
-            PeftConfig.from_pretrained(path)
-            load_peft_weights(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001 - any unreadable adapter is the same refusal
-            raise AdapterError(f"cannot read adapter {name} at {path}: {exc}") from exc
         try:
             if self._model is None:
                 self._model = PeftModel.from_pretrained(self._base, path, adapter_name=name).eval()
@@ -109,3 +109,17 @@ class LocalBackend:
             raise BackendError(f"the chat template refused these messages: {exc}", 400) from exc
         except Exception as exc:  # noqa: BLE001 - one line to the client, the request is logged
             raise BackendError(f"generation failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_adapter(name: str, path: str) -> None:
+    """Read and parse the adapter before the model is touched: a bad one is refused whole."""
+    from peft import PeftConfig
+    from peft.utils import load_peft_weights
+
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise AdapterError(f"No adapter found at {path}", status=404)
+    try:
+        PeftConfig.from_pretrained(path)
+        load_peft_weights(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable adapter is the same refusal
+        raise AdapterError(f"cannot read adapter {name} at {path}: {exc}") from exc

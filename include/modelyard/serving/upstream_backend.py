@@ -42,7 +42,7 @@ class UpstreamBackend:
     def __init__(self, settings: Settings) -> None:
         serving = settings.serving
         self.url = serving.upstream_url.rstrip("/")
-        key = serving.upstream_api_key
+        key = serving.upstream_api_key.get_secret_value()
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._timeout = aiohttp.ClientTimeout(total=serving.upstream_timeout_seconds)
         self._session: aiohttp.ClientSession | None = None  # made on the serving event loop
