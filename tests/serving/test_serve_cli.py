@@ -38,6 +38,15 @@ def test_serve_refuses_bad_setups_in_one_line(settings, capsys, monkeypatch, tmp
     )
     assert "serving.canary: Extra inputs are not permitted" in err
     monkeypatch.delenv("MODELYARD_SERVING__CANARY")
+    limits = {
+        "MODELYARD_SERVING__DEFAULT_MAX_TOKENS": "100",
+        "MODELYARD_SERVING__MAX_TOKENS_LIMIT": "50",
+    }
+    assert "default_max_tokens (100) is above max_tokens_limit (50)" in _run(
+        capsys, monkeypatch, **limits
+    )
+    for key in limits:
+        monkeypatch.delenv(key)
     err = _run(capsys, monkeypatch, MODELYARD_SERVING__BACKEND="openai")
     assert "needs serving.upstream_url" in err
     err = _run(
