@@ -52,7 +52,6 @@ def create_app(settings: Settings, backend: Backend) -> FastAPI:
             await gateway.stop()
 
     app = FastAPI(title="modelyard gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.gateway = gateway
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
