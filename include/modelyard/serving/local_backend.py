@@ -27,6 +27,7 @@ class LocalBackend:
         self._tokenizer = None
         self._names: set[str] = set()
         self._loading: set[str] = set()
+        self._active: str | None = None  # adapter set on the model; model thread only
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -68,6 +69,7 @@ class LocalBackend:
     def _load(self, name: str, path: str) -> None:
         from peft import PeftModel
 
+        self._active = None  # PEFT may switch the active adapter while adding one
         try:
             if self._model is None:
                 self._model = PeftModel.from_pretrained(self._base, path, adapter_name=name).eval()
@@ -88,7 +90,11 @@ class LocalBackend:
         if name not in self._names:
             raise AdapterError(f"The lora adapter '{name}' cannot be found.", status=404)
         self._names.discard(name)
-        await self._run(self._model.delete_adapter, name)
+        await self._run(self._delete, name)
+
+    def _delete(self, name: str) -> None:
+        self._active = None  # PEFT switches to another adapter when the active one goes
+        self._model.delete_adapter(name)
 
     async def complete(
         self, name: str, messages: list[dict[str, str]], max_tokens: int, temperature: float
@@ -102,7 +108,9 @@ class LocalBackend:
     ) -> Completion:
         import jinja2
 
-        self._model.set_adapter(name)
+        if self._active != name:  # set_adapter walks every LoRA layer: only on a change
+            self._model.set_adapter(name)
+            self._active = name
         try:
             return complete(self._model, self._tokenizer, messages, max_tokens, temperature)
         except jinja2.TemplateError as exc:

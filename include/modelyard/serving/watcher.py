@@ -46,7 +46,10 @@ class AliasWatcher:
 
     async def run(self) -> None:
         while True:
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception:  # a bug here must not stop the gateway following the registry
+                log.exception("alias watch: poll failed, routes unchanged")
             await asyncio.sleep(self.settings.serving.poll_seconds)
 
     async def poll(self) -> None:
