@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The trainer's schema (pydantic only; the trainer package is installed next to the library).
@@ -232,6 +241,69 @@ def find_home() -> Path:
     )
 
 
+class ServingSettings(BaseModel):
+    """The serving gateway (``modelyard serve``, see ``modelyard.serving``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address ``modelyard serve`` listens on")
+    port: int = Field(8000, ge=1, le=65535, description="port ``modelyard serve`` listens on")
+    backend: Literal["local", "openai"] = Field(
+        "local",
+        description="local: transformers + PEFT in this process; openai: an upstream "
+        "OpenAI-compatible server with runtime LoRA loading (vLLM)",
+    )
+    upstream_url: str = Field("", description="openai backend: base URL, e.g. http://host:8001")
+    upstream_api_key: SecretStr = Field(
+        SecretStr(""), description="openai backend: bearer token, if any (vLLM's --api-key)"
+    )
+    upstream_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    canary_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of users routed to the canary version"
+    )
+    user_salt: str = Field(
+        "modelyard-serving-v1", description="salt of the user hash that routing and the log use"
+    )
+    poll_seconds: float = Field(
+        5.0, gt=0, le=3600, description="how often the gateway reads the registry aliases"
+    )
+    load_retry_seconds: float = Field(
+        60.0, ge=0, le=86_400, description="wait before retrying a version that failed to load"
+    )
+    drain_seconds: float = Field(
+        30.0, ge=0, le=3600, description="how long a replaced version may finish its requests"
+    )
+    runtime_lora_updates: bool = Field(
+        False,
+        description="expose vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter, so this "
+        "gateway can be another gateway's upstream (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING)",
+    )
+    default_temperature: float = Field(
+        0.0, ge=0.0, le=2.0, description="when a request names none; 0 = greedy"
+    )
+    default_max_tokens: int = Field(64, ge=1, le=32_768, description="when a request names none")
+    max_tokens_limit: int = Field(512, ge=1, le=32_768, description="largest max_tokens accepted")
+    log_url: str = Field(
+        "", description="request log database (SQLAlchemy URL); default SQLite under <home>/serving"
+    )
+    log_flush_seconds: float = Field(
+        0.25, gt=0, le=60, description="the log writer commits at least this often"
+    )
+    log_batch_size: int = Field(1000, ge=1, le=100_000, description="rows per log commit at most")
+    log_queue_size: int = Field(
+        100_000, ge=1, le=10_000_000, description="log entries waiting; beyond it they are dropped"
+    )
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> ServingSettings:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) is above max_tokens_limit "
+                f"({self.max_tokens_limit})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELYARD_", env_nested_delimiter="__", extra="forbid"
@@ -260,6 +332,7 @@ class Settings(BaseSettings):
     promotion: PromotionSettings = PromotionSettings()
     registry: RegistrySettings = RegistrySettings()
     ui: UISettings = UISettings()
+    serving: ServingSettings = ServingSettings()
 
     @property
     def storage(self) -> str:

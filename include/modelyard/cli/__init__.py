@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from modelyard.cli import airflow, curate, demo, eval_suite, registry
+from modelyard.cli import airflow, curate, demo, eval_suite, registry, serve
 from modelyard.settings import one_line
 
-COMMANDS = (demo, curate, registry, eval_suite, airflow)
+COMMANDS = (demo, curate, registry, eval_suite, airflow, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,11 @@
 """A model version as stored: an MLflow model directory holding only the adapter.
 
 The directory has an ``MLmodel`` file with a ``modelyard_peft`` flavor naming the base model and
-revision, and ``adapter/`` (safetensors weights, adapter config, tokenizer). Shipping the base
-again with every version would multiply storage by the base size for a few MB of LoRA weights.
+revision, and the adapter (safetensors weights, adapter config, tokenizer) under the path the
+flavor names. Shipping the base again with every version would multiply storage by the base size
+for a few MB of LoRA weights. Each version also carries MLflow's ``python_function`` flavor over
+the same adapter (``modelyard.serving.pyfunc``), so ``mlflow.pyfunc.load_model`` and
+``mlflow models serve`` work on it.
 """
 
 from __future__ import annotations
@@ -60,19 +63,22 @@ def log_model_dir(
     adapter = Path(adapter_dir)
     if not (adapter / "adapter_model.safetensors").exists():
         raise FileNotFoundError(f"{adapter} has no adapter_model.safetensors")
+    from modelyard.serving.pyfunc import save_pyfunc
+
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(adapter, Path(tmp) / "adapter")
+        local = Path(tmp) / MODEL_PATH
         mlmodel = Model(run_id=run_id, artifact_path=MODEL_PATH)
+        stored = save_pyfunc(local, mlmodel, adapter, base_model, base_revision)
         mlmodel.add_flavor(
             FLAVOR,
             base_model=base_model,
             base_revision=base_revision,
-            adapter="adapter",
+            adapter=stored,  # the pyfunc flavor's copy: one adapter serves both flavors
             peft_version=peft.__version__,
             transformers_version=transformers.__version__,
         )
-        mlmodel.save(str(Path(tmp) / "MLmodel"))
-        client.log_artifacts(run_id, tmp, MODEL_PATH)
+        mlmodel.save(str(local / "MLmodel"))
+        client.log_artifacts(run_id, str(local), MODEL_PATH)
     return f"{client.get_run(run_id).info.artifact_uri}/{MODEL_PATH}"
 
 
@@ -84,19 +90,40 @@ def resolve_version(client: MlflowClient, name: str, alias_or_version: str | int
     return client.get_model_version_by_alias(name, ref)
 
 
+def local_model_dir(settings: Settings, version: str) -> Path:
+    """The version's MLflow model directory on local disk, downloaded on first use.
+
+    Versions are immutable, so one local copy per version serves every later load. The copy is
+    downloaded beside it and renamed into place, so a reader (another process too) never sees
+    half of one.
+    """
+    dst = Path(settings.home, "cache", "models", settings.registered_model, str(version))
+    if (dst / MODEL_PATH / "MLmodel").exists():
+        return dst / MODEL_PATH
+    client = client_for(settings)
+    source = client.get_model_version_download_uri(settings.registered_model, str(version))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-"))
+    try:
+        download_artifacts(
+            artifact_uri=source, dst_path=str(tmp), tracking_uri=settings.tracking_uri
+        )
+        if dst.exists() and not (dst / MODEL_PATH / "MLmodel").exists():
+            shutil.rmtree(dst)  # an incomplete copy from before downloads were renamed in
+        tmp.rename(dst)
+    except OSError:
+        if not (dst / MODEL_PATH / "MLmodel").exists():  # else another process won the rename
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst / MODEL_PATH
+
+
 def load_model(settings: Settings, alias_or_version: str | int):
     """(model, tokenizer) of a registered version, downloaded through MLflow, adapter applied."""
     client = client_for(settings)
     version = resolve_version(client, settings.registered_model, alias_or_version)
-    source = client.get_model_version_download_uri(settings.registered_model, version.version)
-    # Versions are immutable, so one local copy per version serves every later load.
-    dst = Path(settings.home, "cache", "models", settings.registered_model, str(version.version))
-    if not (dst / MODEL_PATH / "MLmodel").exists():
-        dst.mkdir(parents=True, exist_ok=True)
-        download_artifacts(
-            artifact_uri=source, dst_path=str(dst), tracking_uri=settings.tracking_uri
-        )
-    local = dst / MODEL_PATH
+    local = local_model_dir(settings, str(version.version))
     flavor = Model.load(str(local / "MLmodel")).flavors[FLAVOR]
     return load_causal_lm(
         flavor["base_model"], flavor.get("base_revision"), str(local / flavor["adapter"])

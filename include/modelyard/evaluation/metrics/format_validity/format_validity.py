@@ -1,18 +1,7 @@
 """Share of predictions that are a JSON value and, when a JSON schema is given, valid against it."""
 
-import json
-
-import jsonschema
-
 from modelyard.evaluation import metric_base
-
-
-def _valid(text: str, validator) -> bool:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return False
-    return validator is None or validator.is_valid(value)
+from modelyard.evaluation.formats import verdicts
 
 
 class FormatValidity(metric_base.TextPairMetric):
@@ -23,10 +12,5 @@ class FormatValidity(metric_base.TextPairMetric):
     )
 
     def _compute(self, predictions, references, schema=None):
-        validator = None
-        if schema is not None:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-            validator = cls(schema)
-        hits = sum(_valid(p, validator) for p in predictions)
+        hits = sum(verdicts(predictions, schema))
         return {"format_validity": hits / len(predictions) if predictions else 0.0}

@@ -1,0 +1,289 @@
+"""Gateway overhead and request-log write rate.
+
+Two real ``modelyard serve`` processes on loopback: an upstream (``local`` backend, vLLM's
+runtime LoRA endpoints on) and the gateway in front of it (``openai`` backend), serving one
+registered version as production. The same concurrent clients call the upstream directly (by
+adapter name, as the gateway does) and then through the gateway, in alternating rounds, with
+``max_tokens=1`` so generation does not drown the gateway's own cost. Printed as a table:
+
+* throughput and client-side p50/p99 latency of each path;
+* the latency the gateway adds per request: the client's latency minus the upstream call the
+  gateway timed itself (its ``Server-Timing: backend;dur=`` header), p50 and p99, and the
+  gateway process's CPU time per request (what the latency is made of when cores are free);
+* that the gateway's request log holds exactly the requests it answered (nothing lost);
+* the request log writer alone (real PII scrubber and format check, SQLite by default), every
+  prompt carrying an e-mail address and a phone number: entries per second, committed.
+
+The upstream stands in for a GPU server on this CPU-only box. It runs with one OpenMP thread
+(with the default two, its spinning workers cost ten times the CPU per 1-token request) and,
+with ``--upstream-nice``, at a lower priority, so it does not take the core the gateway has to
+itself on a real deployment. Each client is its own process. Latencies are wall-clock on a
+shared machine: the load average is printed with them.
+
+    python bench/gateway.py [--clients 8] [--requests 400] [--rounds 3] [--upstream-nice 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+VENV_BIN = Path(sys.executable).parent
+MODEL = "modelyard-assistant"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def register_version(home: Path, base: Path) -> str:
+    """A fresh (identity-initialised) LoRA adapter on the tiny model, registered as production."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from modelyard.registry.artifacts import client_for, log_model_dir
+    from modelyard.registry.stages import ensure_registered_model
+    from modelyard.settings import Settings
+
+    torch.manual_seed(0)
+    adapter = home / "adapter"
+    lora = LoraConfig(r=16, target_modules=["q_proj", "v_proj"])
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(adapter)
+    settings = Settings(home=home, base_model=str(base))
+    client = client_for(settings)
+    ensure_registered_model(client, MODEL)
+    experiment = client.create_experiment("bench", artifact_location=settings.artifact_root)
+    run = client.create_run(experiment)
+    source = log_model_dir(client, run.info.run_id, str(adapter), str(base), None)
+    version = str(client.create_model_version(MODEL, source, run_id=run.info.run_id).version)
+    client.set_registered_model_alias(MODEL, "production", version)
+    return version
+
+
+class Server:
+    def __init__(self, home: Path, base: Path, nice: int = 0, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "MODELYARD_HOME": str(home),
+            "MODELYARD_BASE_MODEL": str(base),
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            **{f"MODELYARD_SERVING__{k.upper()}": v for k, v in settings.items()},
+        }
+        home.mkdir(parents=True, exist_ok=True)
+        with (home / "serve.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "modelyard"), "serve", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None,
+            )
+
+    def wait(self, path: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"server on {self.port} exited {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}{path}").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        sys.exit(f"server on {self.port} not ready in {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+
+def client(url: str, model: str, index: int, count: int) -> list[tuple[float, float | None]]:
+    """One client process: (latency ms, gateway-added ms or None) per request, in order."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Lena is a vet from Oslo."}]}
+    body |= {"max_tokens": 1, "temperature": 0}
+    out: list[tuple[float, float | None]] = []
+    with httpx.Client(timeout=120) as http:
+        for i in range(count):
+            t0 = time.perf_counter()
+            resp = http.post(f"{url}/v1/chat/completions", json=body | {"user": f"{index}-{i}"})
+            ms = (time.perf_counter() - t0) * 1000
+            if resp.status_code != 200:
+                raise RuntimeError(f"request failed: {resp.status_code} {resp.text[:200]}")
+            timing = resp.headers.get("server-timing")
+            out.append((ms, ms - float(timing.split("dur=")[1]) if timing else None))
+    return out
+
+
+def drive(pool, url: str, model: str, clients: int, requests: int) -> tuple[float, list, list]:
+    """(seconds, client latencies in ms, gateway-added ms per request where timed).
+
+    Clients are processes: threads of one process would queue on its GIL, and that wait would
+    be measured as the server's latency.
+    """
+    jobs = [(url, model, i, requests // clients) for i in range(clients)]
+    start = time.perf_counter()
+    results = [r for part in pool.starmap(client, jobs) for r in part]
+    seconds = time.perf_counter() - start
+    return seconds, [ms for ms, _ in results], [a for _, a in results if a is not None]
+
+
+def pct(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
+    )
+
+
+def log_writer_rate(url: str, entries: int, settings) -> float:
+    """Entries/s committed by the writer alone, with the real scrubber and format check."""
+    from modelyard.serving.formatcheck import format_check
+    from modelyard.serving.requestlog import RequestEntry, RequestLogWriter
+
+    writer = RequestLogWriter(url, format_check(settings), queue_size=entries + 1)
+    prompt = "Farid (farid@example.com, +33 1 23 45 67 89) is a baker from Paris. " * 3
+    completion = json.dumps({"name": "Farid", "job": "baker", "city": "Paris"})
+    batch = [
+        RequestEntry(
+            id=f"bench-{i}",
+            ts=time.time(),
+            model=MODEL,
+            alias="production",
+            version="1",
+            user_hash=f"{i % 997:016x}",
+            latency_ms=12.5,
+            status=200,
+            stored=i % 10 != 0,
+            messages=[{"role": "user", "content": prompt}],
+            completion=completion,
+            prompt_tokens=40,
+            completion_tokens=20,
+        )
+        for i in range(entries)
+    ]
+    start = time.perf_counter()
+    writer.start()
+    for e in batch:
+        writer.submit(e)
+    writer.close(timeout=600)
+    seconds = time.perf_counter() - start
+    if writer.written != entries:
+        sys.exit(f"log writer wrote {writer.written} of {entries} (dropped {writer.dropped})")
+    return entries / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=400, help="per round and path")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--upstream-nice", type=int, default=10, help="0: same priority")
+    parser.add_argument("--log-entries", type=int, default=20_000)
+    parser.add_argument("--log-url", default="", help="database for the writer-alone run")
+    args = parser.parse_args()
+
+    from modelyard.serving.logreader import RequestLogReader
+    from modelyard.serving.requestlog import log_url
+    from modelyard.settings import Settings
+    from modelyard.tinymodel import build_tiny_model
+
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        root = Path(tmp)
+        base = build_tiny_model(root / "tiny-llama")
+        version = register_version(root / "front", base)
+        upstream = Server(root / "upstream", base, args.upstream_nice, runtime_lora_updates="true")
+        front = Server(root / "front", base, backend="openai", upstream_url=upstream.url)
+        pool = multiprocessing.get_context("spawn").Pool(args.clients)
+        try:
+            upstream.wait("/v1/models")
+            front.wait("/healthz")
+            targets = {
+                "direct": (upstream.url, f"{MODEL}-v{version}"),
+                "gateway": (front.url, MODEL),
+            }
+            for url, model in targets.values():  # warm both paths
+                drive(pool, url, model, args.clients, args.clients * 5)
+            front_cpu = psutil.Process(front.proc.pid)
+            loads = [os.getloadavg()[0]]
+            paths = {
+                name: {"seconds": 0.0, "latency": [], "added": [], "cpu": 0.0} for name in targets
+            }
+            for _ in range(args.rounds):
+                for name, (url, model) in targets.items():
+                    cpu = sum(front_cpu.cpu_times()[:2])
+                    seconds, latency, added = drive(pool, url, model, args.clients, args.requests)
+                    paths[name]["cpu"] += sum(front_cpu.cpu_times()[:2]) - cpu
+                    paths[name]["seconds"] += seconds
+                    paths[name]["latency"] += latency
+                    paths[name]["added"] += added
+                loads.append(os.getloadavg()[0])
+        finally:
+            pool.terminate()
+            front.stop()  # SIGTERM: the gateway's log writer flushes
+            upstream.stop()
+        front_settings = Settings(home=root / "front", base_model=str(base))
+        logged = len(RequestLogReader.for_settings(front_settings).requests())
+        answered = len(paths["gateway"]["latency"]) + args.clients * 5
+        writer_url = args.log_url or log_url(Settings(home=root / "writer"))
+        rate = log_writer_rate(writer_url, args.log_entries, front_settings)
+
+    direct, gateway = paths["direct"], paths["gateway"]
+    idle = direct["cpu"] / len(direct["latency"])  # what the gateway burns unused (polling)
+    cpu_ms = (gateway["cpu"] / len(gateway["latency"]) - idle) * 1000
+    dl, gl, added = direct["latency"], gateway["latency"], gateway["added"]
+    print(
+        f"{args.clients} clients, {args.rounds} x {args.requests} requests per path, max_tokens=1,"
+        f" upstream nice {args.upstream_nice}, load average {statistics.mean(loads):.1f}"
+        f" on {os.cpu_count()} cores\n"
+    )
+    rows = [
+        ("throughput, upstream directly", f"{len(dl) / direct['seconds']:,.0f} req/s", ""),
+        ("throughput, through the gateway", f"{len(gl) / gateway['seconds']:,.0f} req/s", ""),
+        ("latency p50 / p99, upstream directly", f"{pct(dl, 50):.1f} / {pct(dl, 99):.1f} ms", ""),
+        ("latency p50 / p99, through the gateway", f"{pct(gl, 50):.1f} / {pct(gl, 99):.1f} ms", ""),
+        (
+            "added by the gateway per request, p50 / p90 / p99",
+            f"{pct(added, 50):.2f} / {pct(added, 90):.2f} / {pct(added, 99):.2f} ms",
+            "p99 < 5 ms",
+        ),
+        (
+            "the upstream's own HTTP overhead, same measure, p50 / p90 / p99",
+            f"{pct(direct['added'], 50):.2f} / {pct(direct['added'], 90):.2f} /"
+            f" {pct(direct['added'], 99):.2f} ms",
+            "",
+        ),
+        ("gateway CPU per request", f"{cpu_ms:.2f} ms", ""),
+        ("request-log rows / answered requests", f"{logged:,} / {answered:,}", "no loss"),
+        (
+            f"log writer alone ({writer_url.split(':')[0]})",
+            f"{rate:,.0f} entries/s",
+            ">= 2,000/s",
+        ),
+    ]
+    print("| measure | result | target |")
+    print("|---|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
