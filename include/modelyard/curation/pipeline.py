@@ -6,8 +6,9 @@ quality, splits, writes the held-out side and parks training candidates on disk.
 checks those candidates for contamination once the whole held-out side is known.
 
 Every input line ends in exactly one output file; ``REASONS`` is the documented set of
-rejection reasons. A rejected line keeps its raw text; a line that is not UTF-8 is kept as
-``raw`` (decoded with U+FFFD replacements, for reading) plus ``raw_b64`` (the exact bytes).
+rejection reasons. ``rejected.jsonl`` is published with the dataset, so it shows a line's
+text PII-scrubbed, never raw: the raw line (``raw``, or ``raw_b64`` for bytes that are not
+UTF-8) goes only to the quarantine dir, outside the version, when one is given.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
+import msgspec
 import numpy as np
 
 import modelyard
@@ -30,9 +34,25 @@ from modelyard.curation import classifier, minhash, split
 from modelyard.curation.contamination import HeldOut
 from modelyard.curation.dedup import Deduplicator
 from modelyard.curation.index import KeyIndex, VersionIndex, index_meta, write_index_files
-from modelyard.curation.prepare import Prepared, encode, exact_hashes, prepared_batches
-from modelyard.curation.reader import batched, lineage_name, raw_files
-from modelyard.curation.storage import replace_dir, scratch_dir, write_json
+from modelyard.curation.prepare import (
+    Prepared,
+    Rejection,
+    encode,
+    exact_hashes,
+    prepared_batches,
+    reference_records,
+)
+from modelyard.curation.reader import lineage_name, raw_files
+from modelyard.curation.records import text_of
+from modelyard.curation.storage import (
+    check_output,
+    mark_output,
+    private_dir,
+    private_file,
+    replace_dir,
+    scratch_dir,
+    write_json,
+)
 from modelyard.settings import CurationSettings
 
 REASONS = {
@@ -43,9 +63,13 @@ REASONS = {
     "near_duplicate": "MinHash-LSH near-duplicate of an earlier record (duplicate_of names it)",
     "duplicate_id": "its id is already used by a different kept record of this partition",
     "contamination": "training record overlapping the held-out side or the eval suite",
+    "oversized": "line longer than max_line_bytes (its first max_line_bytes are quarantined)",
+    "truncated": "the cut tail of a .gz file that ends mid-stream (the lines before it are kept)",
 }
 OUTPUTS = ("train", "eval", "rejected")
-RUNTIME_ONLY = {"workers"}  # settings that change how fast, never what: not in the version
+# Settings that change how fast or what is kept outside the dataset, never what is in it.
+RUNTIME_ONLY = {"workers", "quarantine_days"}
+_DECODE = msgspec.json.Decoder().decode
 
 
 @lru_cache(maxsize=1)
@@ -73,18 +97,20 @@ def _line(body: bytes, quality_score: float | None, split_name: str) -> bytes:
 
 
 class _Outputs:
-    """The three output files, counted and hashed as written (the content address)."""
+    """The three output files, their lines counted and hashed as written (the content
+    address), and the quarantine file of raw rejected lines when there is one."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quarantine: Path | None) -> None:
         self.handles: dict[str, IO[bytes]] = {n: (root / f"{n}.jsonl").open("wb") for n in OUTPUTS}
         self.digests = {n: hashlib.sha256() for n in OUTPUTS}
         self.pending: dict[str, list[bytes]] = {n: [] for n in OUTPUTS}
-        self.counts: Counter = Counter()
+        self.lines: Counter = Counter()  # newlines written: the counts, measured
         self.reasons: Counter = Counter()
+        self.quarantine = private_file(quarantine / "rejected.jsonl") if quarantine else None
+        self.quarantined = 0
 
     def write(self, name: str, lines: list[bytes]) -> None:
         self.pending[name] += lines
-        self.counts[name] += len(lines)
         if len(self.pending[name]) >= 1024:
             self.flush(name)
 
@@ -93,41 +119,35 @@ class _Outputs:
         data = b"".join(self.pending[name])
         self.handles[name].write(data)
         self.digests[name].update(data)
+        self.lines[name] += data.count(b"\n")
         self.pending[name] = []
 
-    def reject(
-        self,
-        reason: str,
-        detail: str,
-        raw: str | bytes,
-        source: dict,
-        record_id: str | None = None,
-        duplicate_of: str | None = None,
-    ) -> None:
-        entry = {"reason": reason, "detail": detail, "duplicate_of": duplicate_of, "source": source}
-        entry["id"] = record_id
-        if isinstance(raw, bytes):
-            entry["raw"] = raw.decode("utf-8", errors="replace")
-            entry["raw_b64"] = base64.b64encode(raw).decode()
-        else:
-            entry["raw"] = raw
-        self.reasons[reason] += 1
+    def reject(self, r: Rejection, duplicate_of: str | None = None) -> None:
+        entry = {
+            "reason": r.reason,
+            "detail": r.detail,
+            "duplicate_of": duplicate_of,
+            "source": r.source,
+            "id": r.record_id,
+            "text": r.text,
+        }
+        self.reasons[r.reason] += 1
         self.write("rejected", [encode(entry) + b"\n"])
+        if self.quarantine is not None:
+            raw: dict = {"source": r.source, "reason": r.reason, "id": r.record_id}
+            try:
+                raw["raw"] = r.raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raw["raw_b64"] = base64.b64encode(r.raw).decode()
+            self.quarantine.write(encode(raw) + b"\n")
+            self.quarantined += 1
 
     def close(self) -> None:
         for name, handle in self.handles.items():
             self.flush(name)
             handle.close()
-
-
-def _texts_of(records: list[dict]) -> list[str]:
-    return ["\n".join(m["content"] for m in r["messages"]) for r in records]
-
-
-def _read_reference(path: Path) -> Iterator[dict]:
-    """Curated records of the pinned eval suite (one JSON object a line)."""
-    with path.open(encoding="utf-8") as handle:
-        yield from (json.loads(line) for line in handle if line.strip())
+        if self.quarantine is not None:
+            self.quarantine.close()
 
 
 class _Parked:
@@ -189,12 +209,13 @@ class Curation:
         workdir: Path,
         history: list[VersionIndex],
         eval_reference: Path | None,
+        quarantine: Path | None,
     ) -> None:
         self.s = settings
         self.workdir = workdir
         (workdir / "index").mkdir()
         self.scratch = workdir / ".scratch"  # run state kept on disk, removed at the end
-        self.out = _Outputs(workdir)
+        self.out = _Outputs(workdir, quarantine)
         self.dedup = Deduplicator(
             workdir / "index",
             settings.minhash_perm,
@@ -211,12 +232,14 @@ class Curation:
         self.input_lines = 0
 
     def run(self, files: list[Path]) -> dict:
-        for batch in prepared_batches(files, self.s):
-            self._judge(batch)
-        if self.eval_reference is not None:
+        if self.eval_reference is not None:  # first: a bad reference fails before any work
             self._add_reference(self.eval_reference)
+        with closing(prepared_batches(files, self.s)) as batches:
+            for batch in batches:
+                self._judge(batch)
         self._check_contamination()
         self.out.close()
+        leaked = self._leaked_to_train()
         self.held_out.close()
         self.dedup.signatures.close()
         self.dedup.run_ids.close()
@@ -224,14 +247,14 @@ class Curation:
         exact = np.concatenate(self.dedup.run_exact or [np.zeros(0, np.uint64)])
         meta = index_meta(self.s.minhash_perm, self.s.near_dup_ngram, len(self.dedup.run_ids))
         write_index_files(self.workdir / "index", exact, meta)
-        return self._summary()
+        return self._summary(leaked)
 
     def _judge(self, batch: Prepared) -> None:
         """Dedup, id check, classifier and split of one prepared batch, in input order."""
         self.input_lines += batch.lines
         self.pii.update(batch.pii)
         for r in batch.rejected:
-            self.out.reject(r.reason, r.detail, r.raw, r.source, r.record_id)
+            self.out.reject(r)
         if not batch.ids:
             return
         first_row = self.dedup.signatures.rows
@@ -264,7 +287,10 @@ class Curation:
     def _reject(
         self, batch: Prepared, i: int, reason: str, detail: str, of: str | None = None
     ) -> None:
-        self.out.reject(reason, detail, batch.raws[i].decode(), batch.sources[i], batch.ids[i], of)
+        rejection = Rejection(
+            reason, detail, batch.raws[i], batch.sources[i], batch.ids[i], batch.texts[i]
+        )
+        self.out.reject(rejection, of)
 
     def _unique_ids(self, batch: Prepared, kept: list[int]) -> list[int]:
         """Kept records whose id no earlier kept record of this run uses."""
@@ -296,13 +322,13 @@ class Curation:
         return passed
 
     def _add_reference(self, path: Path) -> None:
-        for chunk in batched(_read_reference(path), self.s.batch_size):
-            words = minhash.word_hashes(_texts_of(chunk))
+        for ids, texts in reference_records(path, self.s):
+            words = minhash.word_hashes(texts)
             sigs = minhash.signatures(
                 minhash.ngram_hashes(words, self.s.near_dup_ngram), self.s.minhash_perm
             )
             grams = minhash.ngram_hashes(words, self.s.contamination_ngram)
-            self.held_out.add([str(r["id"]) for r in chunk], grams, sigs, "eval_reference")
+            self.held_out.add(ids, grams, sigs, "eval_reference")
 
     def _check_contamination(self) -> None:
         """Pass 2: parked training candidates against the complete held-out side."""
@@ -315,18 +341,31 @@ class Curation:
                 if leak is None:
                     continue
                 record = json.loads(line)
-                self.out.reject(
-                    "contamination",
-                    leak.detail,
-                    raw.decode(),
-                    record["source"],
-                    record["id"],
-                    leak.of,
+                text = text_of(record["messages"])
+                rejection = Rejection(
+                    "contamination", leak.detail, raw, record["source"], record["id"], text
                 )
+                self.out.reject(rejection, leak.of)
         self.parked.close()
 
-    def _summary(self) -> dict:
-        counts = {"input": self.input_lines, **{name: self.out.counts[name] for name in OUTPUTS}}
+    def _leaked_to_train(self) -> int:
+        """Train records of the written ``train.jsonl`` that overlap the held-out side or the
+        eval reference by the filter's own criteria, recomputed from the file's text: a
+        measurement, apart from what the filter decided."""
+        leaked = 0
+        with (self.workdir / "train.jsonl").open("rb") as handle:
+            for lines in iter(lambda: list(islice(handle, self.s.batch_size)), []):
+                texts = [text_of(_DECODE(line)["messages"]) for line in lines]
+                words = minhash.word_hashes(texts)
+                sigs = minhash.signatures(
+                    minhash.ngram_hashes(words, self.s.near_dup_ngram), self.s.minhash_perm
+                )
+                grams = minhash.ngram_hashes(words, self.s.contamination_ngram)
+                leaked += sum(m is not None for m in self.held_out.matches(grams, sigs))
+        return leaked
+
+    def _summary(self, leaked_to_train: int) -> dict:
+        counts = {"input": self.input_lines, **{name: self.out.lines[name] for name in OUTPUTS}}
         return {
             "counts": {**counts, "by_reason": dict(sorted(self.out.reasons.items()))},
             "pii": dict(sorted(self.pii.items())),
@@ -336,7 +375,7 @@ class Curation:
                 "histogram": {f"{k / 10:.1f}": int(n) for k, n in enumerate(self.histogram)},
             },
             "contamination": self.held_out.report(
-                self.out.counts["train"] + self.out.reasons["contamination"]
+                self.out.lines["train"] + self.out.reasons["contamination"], leaked_to_train
             ),
             "dedup": {
                 "lsh_bands": self.dedup.bands,
@@ -344,6 +383,7 @@ class Curation:
                 "history_records": self.dedup.history_size,
             },
             "file_sha256": {name: d.hexdigest() for name, d in self.out.digests.items()},
+            "quarantined": self.out.quarantined,
         }
 
 
@@ -356,18 +396,50 @@ def curate(
     eval_reference: Path | None = None,
     history: list[VersionIndex] | None = None,
     history_versions: list[str] | None = None,
+    quarantine: Path | None = None,
 ) -> dict:
     """Curate ``source`` (a partition dir or one file) into ``output``; returns the manifest.
 
-    ``history`` holds the indexes of earlier published versions to dedup against. The
-    version id is a content address: it hashes the three output files with the settings and
-    the partition, so the same input, history and config give the same version.
+    ``output`` is replaced only when it is new, empty or an earlier curation output, and
+    never when it overlaps an input (``storage.check_output``); a failed run leaves it as it
+    was and removes its scratch. ``history`` holds the indexes of earlier published versions
+    to dedup against. Raw rejected lines go to ``<quarantine>/<version>/rejected.jsonl``
+    (0600, its dirs 0700) when ``quarantine`` is given, and nowhere otherwise.
+
+    The version id is a content address: it hashes the three output files with the settings
+    and the partition, so the same input, history and config give the same version.
     """
+    inputs = [source] + ([eval_reference] if eval_reference is not None else [])
+    output = check_output(output, inputs)
     files = raw_files(source)
     if eval_reference is not None and not eval_reference.is_file():
         raise FileNotFoundError(f"eval reference not found: {eval_reference}")
     workdir = scratch_dir(output)
-    summary = Curation(settings, workdir, history or [], eval_reference).run(files)
+    held = scratch_dir(private_dir(quarantine) / "run", every_name=True) if quarantine else None
+    try:
+        summary = Curation(settings, workdir, history or [], eval_reference, held).run(files)
+        manifest = _manifest(summary, settings, partition, files, eval_reference, history_versions)
+        mark_output(workdir, manifest["version"])
+        write_json(workdir / "manifest.json", manifest)
+        replace_dir(workdir, output)
+        if held is not None:
+            replace_dir(held, quarantine / manifest["version"])
+    except BaseException:  # SIGTERM (raised as SystemExit) and KeyboardInterrupt too
+        for scratch in (workdir, held):
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _manifest(
+    summary: dict,
+    settings: CurationSettings,
+    partition: str | None,
+    files: list[Path],
+    eval_reference: Path | None,
+    history_versions: list[str] | None,
+) -> dict:
     counts = summary["counts"]
     if counts["input"] != counts["train"] + counts["eval"] + counts["rejected"]:
         raise RuntimeError(f"curation lost lines, refusing to publish: {counts}")
@@ -377,7 +449,7 @@ def curate(
         "partition": partition,
     }
     content_hash = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    manifest = {
+    return {
         "version": f"ds-{content_hash[:12]}",
         "content_hash": content_hash,
         "partition": partition,
@@ -391,6 +463,3 @@ def curate(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "gx": None,
     }
-    write_json(workdir / "manifest.json", manifest)
-    replace_dir(workdir, output)
-    return manifest

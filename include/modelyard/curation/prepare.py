@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +32,7 @@ import numpy as np
 
 from modelyard.curation import minhash, pii
 from modelyard.curation.quality import heuristic_issues
-from modelyard.curation.reader import RawBatch, read_batches
+from modelyard.curation.reader import InputError, RawBatch, read_batches
 from modelyard.curation.records import (
     SchemaError,
     check_prompt,
@@ -45,13 +49,17 @@ encode = msgspec.json.Encoder().encode
 _NOT_JSON = object()  # ``None`` is the JSON line ``null``
 
 
-@dataclass(frozen=True)
+@dataclass
 class Rejection:
+    """A rejected line: ``raw`` is the line as read (it may hold PII: quarantine only);
+    ``text`` what the published ``rejected.jsonl`` shows, PII-scrubbed (see ``public_texts``)."""
+
     reason: str
     detail: str
-    raw: str | bytes  # bytes: the line is not UTF-8
+    raw: bytes
     source: dict
     record_id: str | None = None
+    text: str = ""
 
 
 @dataclass
@@ -69,7 +77,7 @@ class Prepared:
     bodies: list[bytes]
     raws: list[bytes]
     sources: list[dict]
-    texts: list[str]
+    texts: list[str]  # normalised, PII-scrubbed: what a rejection of the record publishes
     exact: np.ndarray  # uint64 hash of the normalised text
     sigs: np.ndarray  # MinHash of the word near_dup_ngram-grams
     grams: minhash.Shingles  # word contamination_ngram-gram hashes
@@ -80,39 +88,64 @@ def exact_hashes(texts: list[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
-def _object(data: bytes, source: dict, rejected: list[Rejection]) -> object:
-    """The decoded line, or ``_NOT_JSON`` (rejected) when it is not UTF-8 JSON."""
+def _object(data: bytes) -> object:
+    """The decoded line; raises ValueError naming why it is not UTF-8 JSON text."""
     try:
         return _DECODE(data)
-    except ValueError:  # stricter than ``json`` (NaN, lone surrogates): ask it, for its detail
+    except (ValueError, RecursionError):  # stricter than ``json``, which gives the detail
         pass
     try:
         raw = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        detail = f"not UTF-8: {exc.reason} at byte {exc.start}"
-        rejected.append(Rejection("malformed", detail, data, source))
-        return _NOT_JSON
+        raise ValueError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        return json.loads(raw)
+        obj = json.loads(raw)
+    except RecursionError:
+        raise ValueError("not JSON: nested deeper than the parser allows") from None
     except ValueError as exc:
-        rejected.append(Rejection("malformed", f"not JSON: {exc}", raw, source))
-        return _NOT_JSON
+        raise ValueError(f"not JSON: {exc}") from None
+    try:  # json accepts escaped lone surrogates (\ud800): valid JSON, but not Unicode text
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("JSON holding a lone surrogate escape: not Unicode text") from None
+    return obj
 
 
 def _decode(batch: RawBatch, rejected: list[Rejection]) -> list[tuple]:
     """(turns, given id, raw line, source) of each line that has an accepted shape."""
     decoded = []
-    for data, source in zip(batch.lines(), batch.sources(), strict=True):
-        obj = _object(data, source, rejected)
-        if obj is _NOT_JSON:
+    for i, (data, source) in enumerate(zip(batch.lines(), batch.sources(), strict=True)):
+        if i in batch.cut:
+            rejected.append(Rejection(*batch.cut[i], data, source))
             continue
         try:
-            messages, record_id = extract(obj)
+            messages, record_id = extract(_object(data))
         except SchemaError as exc:
-            rejected.append(Rejection("schema", str(exc), data.decode(), source))
+            rejected.append(Rejection("schema", str(exc), data, source))
+            continue
+        except ValueError as exc:
+            rejected.append(Rejection("malformed", str(exc), data, source))
             continue
         decoded.append((messages, record_id, data, source))
     return decoded
+
+
+_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(text: str) -> str:
+    """JSON string escapes resolved, so ``\\u0040`` or ``\\n`` cannot hide PII from the
+    scrubber; surrogate escape pairs combine, lone ones become U+FFFD."""
+    text = _ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else _SIMPLE[m[2]], text)
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def public_texts(raws: list[bytes]) -> list[str]:
+    """What ``rejected.jsonl`` publishes of lines that never became a record: the line with
+    its escapes resolved, normalised and PII-scrubbed like a kept record's text."""
+    texts = [_unescape(raw.decode("utf-8", errors="replace")) for raw in raws]
+    return pii.scrub_batch(normalize_batch(texts), Counter())
 
 
 def _set_contents(
@@ -132,7 +165,7 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
         try:
             check_prompt(messages)
         except SchemaError as exc:
-            rejected.append(Rejection("schema", str(exc), raw.decode(), source))
+            rejected.append(Rejection("schema", str(exc), raw, source))
             continue
         if record_id is None:  # the id names the normalised text, before scrubbing
             record_id = content_id(text_of(messages))
@@ -150,7 +183,10 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
         if issue is None:
             passing.append(i)
         else:
-            rejected.append(Rejection("quality", issue, raw.decode(), source, record_id))
+            rejected.append(Rejection("quality", issue, raw, source, record_id, texts[i]))
+    unparsed = [r for r in rejected if not r.text]
+    for rejection, text in zip(unparsed, public_texts([r.raw for r in unparsed]), strict=True):
+        rejection.text = text
     bodies = [
         encode(
             {
@@ -178,17 +214,40 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
     )
 
 
+def _exit_with(parent: int) -> None:
+    """Pool worker initializer: leave when the curating process is gone, even killed by
+    SIGKILL (a spawned worker otherwise waits on its queue forever, ~200 MB each). A thread
+    polling the parent pid rather than Linux's PR_SET_PDEATHSIG: the same on every OS, and
+    not tied to the lifetime of the thread that happened to start the worker."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def prepared_batches(files: list[Path], settings: CurationSettings) -> Iterator[Prepared]:
     """Prepared batches in input order; in worker processes when there is more than one
     batch and ``settings.workers > 1`` (spawned, not forked: Arrow runs thread pools), unless
-    this process is daemonic (a pool worker), which may not have children."""
-    batches = read_batches(files, settings.batch_size)
+    this process is daemonic (a pool worker), which may not have children.
+
+    Close the generator (``contextlib.closing``) when stopping early: pending batches are
+    cancelled and the workers stopped, not left to finish."""
+    batches = read_batches(files, settings.batch_size, settings.max_line_bytes)
     head = list(islice(batches, 2))
     batches = chain(head, batches)
     if len(head) < 2 or settings.workers <= 1 or current_process().daemon:
         yield from (prepare(batch, settings) for batch in batches)
         return
-    with ProcessPoolExecutor(settings.workers, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(
+        settings.workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with,
+        initargs=(os.getpid(),),
+    )
+    try:
         in_flight: deque = deque()
         for batch in batches:
             in_flight.append(pool.submit(prepare, batch, settings))
@@ -196,3 +255,35 @@ def prepared_batches(files: list[Path], settings: CurationSettings) -> Iterator[
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def reference_records(
+    path: Path, settings: CurationSettings
+) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) of an eval reference, a batch at a time: any raw shape curation accepts,
+    normalised and PII-scrubbed like curated records so both sides compare alike. The
+    reference is trusted input, so a line that is not a record with an id is an
+    ``InputError`` naming it, never a silent skip."""
+    for batch in read_batches([path], settings.batch_size, settings.max_line_bytes):
+        ids, turns = [], []
+        for i, (data, source) in enumerate(zip(batch.lines(), batch.sources(), strict=True)):
+            where = f"eval reference {path} line {source['line']}"
+            if i in batch.cut:
+                raise InputError(f"{where}: {batch.cut[i][1]}")
+            if not data.strip():
+                continue
+            try:
+                messages, record_id = extract(_object(data))
+            except ValueError as exc:  # SchemaError included
+                raise InputError(f"{where}: {exc}") from None
+            if record_id is None:
+                raise InputError(f"{where}: no id (every reference record needs one)")
+            ids.append(record_id)
+            turns.append(messages)
+        contents = [m for messages in turns for m in messages]
+        _set_contents(contents, normalize_batch)
+        _set_contents(contents, lambda t: pii.scrub_batch(t, Counter()))
+        if ids:
+            yield ids, [text_of(messages) for messages in turns]

@@ -2,34 +2,54 @@
 
 Hand-written line splitting rather than Arrow's JSON reader or ``datasets``: both reject a
 whole file on one malformed or non-UTF-8 line, and curation must keep every line and its
-position (file, line number) whatever it contains.
+position (file, line number) whatever it contains. Files are read in fixed-size chunks, so a
+line without an end (gigabytes without a newline) costs ``max_line_bytes`` of memory, and
+a ``.gz`` file cut short keeps every line decompressed before the cut.
+
+A file that cannot be read at all (missing, not a regular file, no permission, a ``.gz``
+that is not gzip) is an ``InputError`` naming it; a ``.gz`` that breaks after its first
+bytes keeps what was read and ends in one ``truncated`` line.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 T = TypeVar("T")
 SUFFIXES = (".jsonl", ".jsonl.gz")
+BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class InputError(ValueError):
+    """A raw input that cannot be read at all; the message names it."""
 
 
 @dataclass
 class RawBatch:
-    """Raw lines (line breaks included) and where they came from: ``spans`` of (file, first
+    """Raw lines (line breaks removed) and where they came from: ``spans`` of (file, first
     line number, line count), file as "<partition dir>/<file name>" (stable wherever the
-    partition is mounted). Compact, because with workers the main process reads and ships
-    every batch: per-line work belongs to ``lines`` and ``sources``, run by the preparer."""
+    partition is mounted). ``cut`` maps the index of a line that was not read whole to its
+    (reason, detail): ``oversized`` or ``truncated``. Compact, because with workers the main
+    process reads and ships every batch: per-line work belongs to ``lines`` and ``sources``,
+    run by the preparer."""
 
     data: list[bytes] = field(default_factory=list)
     spans: list[tuple[str, int, int]] = field(default_factory=list)
+    cut: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     def lines(self) -> list[bytes]:
-        return [line.rstrip(b"\r\n") for line in self.data]
+        """Each line without its CR and a leading UTF-8 byte-order mark (an editor's, not data)."""
+        stripped = [line.rstrip(b"\r") for line in self.data]
+        return [line[3:] if line[:3] == BOM else line for line in stripped]
 
     def sources(self) -> list[dict]:
         """``{"file", "line"}`` (1-based) of each line."""
@@ -40,32 +60,102 @@ class RawBatch:
         ]
 
 
+def _check_readable(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if path.name.endswith(".gz") and head and head != _GZIP_MAGIC:
+        raise InputError(f"{path}: not a gzip file (named .gz)")
+
+
 def raw_files(source: Path) -> list[Path]:
-    """The partition's ``.jsonl``/``.jsonl.gz`` files in name order (or ``source`` itself)."""
+    """The partition's ``.jsonl``/``.jsonl.gz`` files in name order (or ``source`` itself),
+    each checked to be a readable regular file: an entry named like input that cannot be read
+    is an error, never silently skipped."""
     if source.is_file():
-        return [source]
-    if not source.is_dir():
+        files = [source]
+    elif source.is_dir():
+        named = sorted(p for p in source.iterdir() if p.name.endswith(SUFFIXES))
+        for path in named:
+            if not path.is_file():
+                raise InputError(f"{path}: named like raw input but not a regular file")
+        files = named
+        if not files:
+            raise InputError(f"no .jsonl or .jsonl.gz files in {source}")
+    else:
         raise FileNotFoundError(f"no raw input at {source}")
-    files = sorted(p for p in source.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
-    if not files:
-        raise FileNotFoundError(f"no .jsonl or .jsonl.gz files in {source}")
+    for path in files:
+        _check_readable(path)
     return files
 
 
 def lineage_name(path: Path) -> str:
-    return f"{path.parent.name}/{path.name}"
+    """ "<dir>/<file>"; bytes of a non-UTF-8 file name are kept as backslash escapes."""
+    name = f"{path.parent.name}/{path.name}"
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
-def read_batches(files: Iterable[Path], size: int) -> Iterator[RawBatch]:
+def _lines(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[bytes, tuple | None]]:
+    """(line, None) for each whole line; (first ``limit`` bytes, (reason, detail)) for a line
+    that is longer, or that a broken ``.gz`` stream cut off (always the last)."""
+    pending = b""  # the line being read, without its end yet
+    skipping = False  # inside an oversized line, dropping bytes until its end
+    read_any = False
+    while True:
+        try:
+            chunk = handle.read(_CHUNK)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            if not read_any:
+                raise InputError(f"{path}: not a readable gzip stream: {exc}") from None
+            detail = f"{path.name} ends mid-stream ({exc}); this is the cut tail"
+            yield pending[:limit], ("truncated", detail)
+            return
+        except OSError as exc:
+            raise InputError(f"{path}: read failed: {exc.strerror or exc}") from None
+        if not chunk:
+            break
+        read_any = True
+        parts = chunk.split(b"\n")
+        if skipping:
+            if len(parts) == 1:
+                continue
+            skipping = False
+            parts = parts[1:]
+            pending = b""
+        parts[0] = pending + parts[0]
+        pending = parts.pop()
+        for line in parts:
+            if len(line) > limit:
+                yield line[:limit], ("oversized", f"line longer than max_line_bytes={limit}")
+            else:
+                yield line, None
+        if len(pending) > limit:
+            yield pending[:limit], ("oversized", f"line longer than max_line_bytes={limit}")
+            pending, skipping = b"", True
+    if pending and not skipping:
+        yield pending, None
+
+
+def read_batches(files: Iterable[Path], size: int, max_line_bytes: int) -> Iterator[RawBatch]:
     """Batches of ``size`` lines in input order (a batch may span files)."""
     batch = RawBatch()
     for path in files:
         opener = gzip.open if path.name.endswith(".gz") else open
         name = lineage_name(path)
-        with opener(path, "rb") as handle:
+        try:
+            handle = opener(path, "rb")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        with handle:
             first = 1
-            while chunk := list(islice(handle, size - len(batch.data))):
-                batch.data += chunk
+            lines = _lines(handle, path, max_line_bytes)
+            while chunk := list(islice(lines, size - len(batch.data))):
+                for offset, (_, note) in enumerate(chunk):
+                    if note is not None:
+                        batch.cut[len(batch.data) + offset] = note
+                batch.data += [line for line, _ in chunk]
                 batch.spans.append((name, first, len(chunk)))
                 first += len(chunk)
                 if len(batch.data) == size:

@@ -225,6 +225,7 @@ def run_gate(staging: Path, settings: CurationSettings) -> dict:
     The summary is also written into the staging manifest (``gx``), so the published version
     carries its own gate result. Raises GateFailed after storing everything.
     """
+    staging = staging.resolve()  # GX's Data Docs store needs an absolute base directory
     out = staging / "gx"
     suites = _Suites(out / "docs")
     per_record = record_expectations(settings)
