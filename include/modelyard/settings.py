@@ -54,8 +54,9 @@ class CurationSettings(BaseModel):
         "(0600 files, outside every dataset version); 0 = never kept",
     )
     split_tolerance: float = Field(0.05, ge=0.0, le=1.0, description="GX gate: eval share slack")
+    # A gate row is ~80 bytes of derived columns, not the record's text: 200k rows ~16 MB.
     gate_batch_rows: int = Field(
-        10_000, gt=0, description="GX gate: records validated per batch (bounds its memory)"
+        200_000, gt=0, description="GX gate: records validated per GX batch (bounds its memory)"
     )
 
 

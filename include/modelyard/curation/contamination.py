@@ -87,10 +87,10 @@ class HeldOut:
                     break
         return found
 
-    def check(self, grams: minhash.Shingles, sigs: np.ndarray) -> list[Leak | None]:
-        """The filter's decision: a Leak per training record to reject (None = clean),
-        counted into the report."""
-        return [None if m is None else self._leak(*m) for m in self.matches(grams, sigs)]
+    def decide(self, found: list[tuple[int, str] | None]) -> list[Leak | None]:
+        """The filter's decision on ``matches``: a Leak per training record to reject (None =
+        keep), counted into the report."""
+        return [None if m is None else self._leak(*m) for m in found]
 
     def _leak(self, owner: int, what: str) -> Leak:
         kind, of = self.KINDS[self.kinds[owner]], self.ids[owner]

@@ -21,8 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime
-from functools import lru_cache
-from itertools import islice
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import IO
 
@@ -42,7 +41,7 @@ from modelyard.curation.prepare import (
     prepared_batches,
     reference_records,
 )
-from modelyard.curation.reader import lineage_name, raw_files
+from modelyard.curation.reader import RawBatch, lineage_name, raw_files
 from modelyard.curation.records import text_of
 from modelyard.curation.storage import (
     check_output,
@@ -82,18 +81,14 @@ def code_version() -> str:
     return f"{modelyard.__version__}+{digest.hexdigest()[:10]}"
 
 
+@cache  # scores are rounded to 4 places: at most 2 x 10,001 tails
+def _tail(quality_score: float | None, split_name: str) -> bytes:
+    return b',"quality_score":%s,"split":"%s"}\n' % (encode(quality_score), split_name.encode())
+
+
 def _line(body: bytes, quality_score: float | None, split_name: str) -> bytes:
     """A curated record's output line: its prepared body plus the judged fields."""
-    return b"".join(
-        (
-            body[:-1],
-            b',"quality_score":',
-            encode(quality_score),
-            b',"split":"',
-            split_name.encode(),
-            b'"}\n',
-        )
-    )
+    return body[:-1] + _tail(quality_score, split_name)
 
 
 class _Outputs:
@@ -195,6 +190,11 @@ class _Parked:
             handle.close()
 
 
+def _text(body: bytes) -> str:
+    """The (scrubbed) text of a curated record's JSON body."""
+    return text_of(_DECODE(body)["messages"])
+
+
 def _split(data: bytes, lengths: np.ndarray) -> list[bytes]:
     ends = np.cumsum(lengths).tolist()
     return [data[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
@@ -229,14 +229,15 @@ class Curation:
         self.pii: Counter = Counter()
         self.histogram = np.zeros(10, dtype=np.int64)  # classifier scores, bins of 0.1
         self.parked = _Parked(self.scratch / "parked")
+        self.overlapping: set[bytes] = set()  # candidate lines that overlap the held-out side
         self.input_lines = 0
 
     def run(self, files: list[Path]) -> dict:
         if self.eval_reference is not None:  # first: a bad reference fails before any work
             self._add_reference(self.eval_reference)
         with closing(prepared_batches(files, self.s)) as batches:
-            for batch in batches:
-                self._judge(batch)
+            for raw, batch in batches:
+                self._judge(raw, batch)
         self._check_contamination()
         self.out.close()
         leaked = self._leaked_to_train()
@@ -249,7 +250,7 @@ class Curation:
         write_index_files(self.workdir / "index", exact, meta)
         return self._summary(leaked)
 
-    def _judge(self, batch: Prepared) -> None:
+    def _judge(self, raw: RawBatch, batch: Prepared) -> None:
         """Dedup, id check, classifier and split of one prepared batch, in input order."""
         self.input_lines += batch.lines
         self.pii.update(batch.pii)
@@ -264,11 +265,11 @@ class Curation:
         rows[kept] = np.arange(first_row, first_row + len(kept))
         for i, verdict in enumerate(verdicts):
             if verdict is not None:
-                self._reject(batch, i, verdict.reason, verdict.detail, verdict.of)
-        kept = self._unique_ids(batch, kept)
+                self._reject(raw, batch, i, verdict.reason, verdict.detail, verdict.of)
+        kept = self._unique_ids(raw, batch, kept)
         scores: list[float | None] = [None] * len(batch.ids)
         if self.s.quality_classifier:
-            kept = self._classify(batch, kept, scores)
+            kept = self._classify(raw, batch, kept, scores)
         sigs = batch.sigs
         evals = split.is_eval(sigs[kept], self.dedup.rows, self.s.eval_fraction, self.s.split_seed)
         to_eval = [i for i, e in zip(kept, evals, strict=True) if e]
@@ -276,7 +277,7 @@ class Curation:
         self.out.write("eval", [_line(batch.bodies[i], scores[i], "eval") for i in to_eval])
         self.parked.park(
             [_line(batch.bodies[i], scores[i], "train") for i in to_train],
-            [batch.raws[i] for i in to_train],
+            [raw.line(batch.rows[i]) for i in to_train],
             batch.grams.take(to_train),
             rows[to_train],
         )
@@ -285,14 +286,20 @@ class Curation:
             self.held_out.add(ids, batch.grams.take(to_eval), sigs[to_eval], "held_out")
 
     def _reject(
-        self, batch: Prepared, i: int, reason: str, detail: str, of: str | None = None
+        self,
+        raw: RawBatch,
+        batch: Prepared,
+        i: int,
+        reason: str,
+        detail: str,
+        of: str | None = None,
     ) -> None:
-        rejection = Rejection(
-            reason, detail, batch.raws[i], batch.sources[i], batch.ids[i], batch.texts[i]
-        )
+        row = batch.rows[i]
+        text = _text(batch.bodies[i])
+        rejection = Rejection(reason, detail, raw.line(row), raw.source(row), batch.ids[i], text)
         self.out.reject(rejection, of)
 
-    def _unique_ids(self, batch: Prepared, kept: list[int]) -> list[int]:
+    def _unique_ids(self, raw: RawBatch, batch: Prepared, kept: list[int]) -> list[int]:
         """Kept records whose id no earlier kept record of this run uses."""
         ids = [batch.ids[i] for i in kept]
         hashes = exact_hashes(ids)
@@ -300,23 +307,26 @@ class Curation:
         unique, seen = [], set()
         for n, (i, record_id, owner) in enumerate(zip(kept, ids, owners.tolist(), strict=True)):
             if owner >= 0 or record_id in seen:
-                self._reject(batch, i, "duplicate_id", f"id {record_id!r} already kept", record_id)
+                detail = f"id {record_id!r} already kept"
+                self._reject(raw, batch, i, "duplicate_id", detail, record_id)
                 continue
             seen.add(record_id)
             unique.append(n)
         self.kept_ids.add(hashes[unique], np.zeros(len(unique), dtype=np.int64))
         return [kept[n] for n in unique]
 
-    def _classify(self, batch: Prepared, kept: list[int], scores: list[float | None]) -> list[int]:
+    def _classify(
+        self, raw: RawBatch, batch: Prepared, kept: list[int], scores: list[float | None]
+    ) -> list[int]:
         """Kept records the classifier passes; fills in their ``scores``."""
-        probabilities = classifier.quality_scores([batch.texts[i] for i in kept])
+        probabilities = classifier.quality_scores([_text(batch.bodies[i]) for i in kept])
         self.histogram += np.histogram(probabilities, bins=10, range=(0.0, 1.0))[0]
         passed = []
         for i, score in zip(kept, probabilities.tolist(), strict=True):
             scores[i] = round(score, 4)
             if score < self.s.quality_threshold:
                 detail = f"classifier score {score:.3f} < {self.s.quality_threshold}"
-                self._reject(batch, i, "quality", detail)
+                self._reject(raw, batch, i, "quality", detail)
             else:
                 passed.append(i)
         return passed
@@ -333,14 +343,18 @@ class Curation:
     def _check_contamination(self) -> None:
         """Pass 2: parked training candidates against the complete held-out side."""
         for lines, raws, grams, rows in self.parked.chunks(self.s.batch_size):
-            leaks = self.held_out.check(grams, self.dedup.signatures.rows_at(rows))
+            found = self.held_out.matches(grams, self.dedup.signatures.rows_at(rows))
+            self.overlapping.update(
+                line for line, f in zip(lines, found, strict=True) if f is not None
+            )
+            leaks = self.held_out.decide(found)
             self.out.write(
                 "train", [line for line, leak in zip(lines, leaks, strict=True) if not leak]
             )
             for line, raw, leak in zip(lines, raws, leaks, strict=True):
                 if leak is None:
                     continue
-                record = json.loads(line)
+                record = _DECODE(line)
                 text = text_of(record["messages"])
                 rejection = Rejection(
                     "contamination", leak.detail, raw, record["source"], record["id"], text
@@ -349,20 +363,15 @@ class Curation:
         self.parked.close()
 
     def _leaked_to_train(self) -> int:
-        """Train records of the written ``train.jsonl`` that overlap the held-out side or the
-        eval reference by the filter's own criteria, recomputed from the file's text: a
-        measurement, apart from what the filter decided."""
-        leaked = 0
+        """Lines of the written ``train.jsonl`` that overlap the held-out side or the eval
+        reference: the candidates the contamination criteria matched are kept aside
+        whatever the filter then decided, and the file is counted against them. A
+        measurement of the file, so a filter that lets a leak through shows here."""
+        if not self.overlapping:
+            return 0
+        sizes = {len(line) for line in self.overlapping}  # most lines are skipped by size
         with (self.workdir / "train.jsonl").open("rb") as handle:
-            for lines in iter(lambda: list(islice(handle, self.s.batch_size)), []):
-                texts = [text_of(_DECODE(line)["messages"]) for line in lines]
-                words = minhash.word_hashes(texts)
-                sigs = minhash.signatures(
-                    minhash.ngram_hashes(words, self.s.near_dup_ngram), self.s.minhash_perm
-                )
-                grams = minhash.ngram_hashes(words, self.s.contamination_ngram)
-                leaked += sum(m is not None for m in self.held_out.matches(grams, sigs))
-        return leaked
+            return sum(len(line) in sizes and line in self.overlapping for line in handle)
 
     def _summary(self, leaked_to_train: int) -> dict:
         counts = {"input": self.input_lines, **{name: self.out.lines[name] for name in OUTPUTS}}

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, islice
-from multiprocessing import current_process, get_context
 from pathlib import Path
 
 import msgspec
@@ -42,6 +37,7 @@ from modelyard.curation.records import (
     prompt_of,
     text_of,
 )
+from modelyard.curation.workers import OrderedMap, can_spawn, worker_pool
 from modelyard.settings import CurationSettings
 
 _DECODE = msgspec.json.Decoder().decode
@@ -67,17 +63,16 @@ class Prepared:
     """One batch, ready for dedup; every list and array aligns with ``ids``.
 
     ``bodies`` are the curated records as JSON without ``quality_score`` and ``split``
-    (known only after judging); ``raws`` are the (UTF-8) raw lines, for rejections.
+    (known only after judging); ``rows`` the record's line in the raw batch (whose raw line
+    and source the main process still holds: they are not shipped back from a worker).
     """
 
     lines: int
     rejected: list[Rejection]
     pii: Counter
+    rows: list[int]
     ids: list[str]
     bodies: list[bytes]
-    raws: list[bytes]
-    sources: list[dict]
-    texts: list[str]  # normalised, PII-scrubbed: what a rejection of the record publishes
     exact: np.ndarray  # uint64 hash of the normalised text
     sigs: np.ndarray  # MinHash of the word near_dup_ngram-grams
     grams: minhash.Shingles  # word contamination_ngram-gram hashes
@@ -112,11 +107,11 @@ def _object(data: bytes) -> object:
 
 
 def _decode(batch: RawBatch, rejected: list[Rejection]) -> list[tuple]:
-    """(turns, given id, raw line, source) of each line that has an accepted shape."""
+    """(turns, given id, row, raw line, source) of each line that has an accepted shape."""
     decoded = []
-    for i, (data, source) in enumerate(zip(batch.lines(), batch.sources(), strict=True)):
-        if i in batch.cut:
-            rejected.append(Rejection(*batch.cut[i], data, source))
+    for row, (data, source) in enumerate(zip(batch.lines(), batch.sources(), strict=True)):
+        if row in batch.cut:
+            rejected.append(Rejection(*batch.cut[row], data, source))
             continue
         try:
             messages, record_id = extract(_object(data))
@@ -126,7 +121,7 @@ def _decode(batch: RawBatch, rejected: list[Rejection]) -> list[tuple]:
         except ValueError as exc:
             rejected.append(Rejection("malformed", str(exc), data, source))
             continue
-        decoded.append((messages, record_id, data, source))
+        decoded.append((messages, record_id, row, data, source))
     return decoded
 
 
@@ -161,7 +156,7 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
     decoded = _decode(batch, rejected)
     _set_contents([m for d in decoded for m in d[0]], normalize_batch)
     parsed = []
-    for messages, record_id, raw, source in decoded:
+    for messages, record_id, row, raw, source in decoded:
         try:
             check_prompt(messages)
         except SchemaError as exc:
@@ -169,7 +164,7 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
             continue
         if record_id is None:  # the id names the normalised text, before scrubbing
             record_id = content_id(text_of(messages))
-        parsed.append((messages, record_id, raw, source))
+        parsed.append((messages, record_id, row, raw, source))
     counts: Counter = Counter()
     _set_contents([m for p in parsed for m in p[0]], lambda t: pii.scrub_batch(t, counts))
     prompts = [prompt_of(p[0]) for p in parsed]
@@ -179,7 +174,7 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
     shingles = minhash.ngram_hashes(words, settings.near_dup_ngram)
     issues = heuristic_issues(prompts, completions, texts, shingles, settings)
     passing = []
-    for i, ((_, record_id, raw, source), issue) in enumerate(zip(parsed, issues, strict=True)):
+    for i, ((_, record_id, _, raw, source), issue) in enumerate(zip(parsed, issues, strict=True)):
         if issue is None:
             passing.append(i)
         else:
@@ -194,7 +189,7 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
                 "messages": parsed[i][0],
                 "prompt": prompts[i],
                 "completion": completions[i],
-                "source": parsed[i][3],
+                "source": parsed[i][4],
             }
         )
         for i in passing
@@ -203,60 +198,38 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
         lines=len(batch.data),
         rejected=rejected,
         pii=counts,
+        rows=[parsed[i][2] for i in passing],
         ids=[parsed[i][1] for i in passing],
         bodies=bodies,
-        raws=[parsed[i][2] for i in passing],
-        sources=[parsed[i][3] for i in passing],
-        texts=[texts[i] for i in passing],
         exact=exact_hashes([texts[i] for i in passing]),
-        sigs=minhash.signatures(shingles, settings.minhash_perm)[passing],
+        sigs=minhash.signatures(shingles.take(passing), settings.minhash_perm),
         grams=minhash.ngram_hashes(words, settings.contamination_ngram).take(passing),
     )
 
 
-def _exit_with(parent: int) -> None:
-    """Pool worker initializer: leave when the curating process is gone, even killed by
-    SIGKILL (a spawned worker otherwise waits on its queue forever, ~200 MB each). A thread
-    polling the parent pid rather than Linux's PR_SET_PDEATHSIG: the same on every OS, and
-    not tied to the lifetime of the thread that happened to start the worker."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def prepared_batches(files: list[Path], settings: CurationSettings) -> Iterator[Prepared]:
-    """Prepared batches in input order; in worker processes when there is more than one
-    batch and ``settings.workers > 1`` (spawned, not forked: Arrow runs thread pools), unless
-    this process is daemonic (a pool worker), which may not have children.
-
-    Close the generator (``contextlib.closing``) when stopping early: pending batches are
-    cancelled and the workers stopped, not left to finish."""
+def prepared_batches(
+    files: list[Path], settings: CurationSettings
+) -> Iterator[tuple[RawBatch, Prepared]]:
+    """(raw batch, prepared batch) in input order; prepared in worker processes when there is
+    more than one batch and ``settings.workers > 1``. Close the generator
+    (``contextlib.closing``) when stopping early: pending batches are cancelled and the
+    workers stopped."""
     batches = read_batches(files, settings.batch_size, settings.max_line_bytes)
     head = list(islice(batches, 2))
-    batches = chain(head, batches)
-    if len(head) < 2 or settings.workers <= 1 or current_process().daemon:
-        yield from (prepare(batch, settings) for batch in batches)
+    submitted: deque[RawBatch] = deque()
+
+    def jobs() -> Iterator[tuple[RawBatch, CurationSettings]]:
+        for batch in chain(head, batches):
+            submitted.append(batch)
+            yield batch, settings
+
+    if len(head) < 2 or settings.workers <= 1 or not can_spawn():
+        for prepared in OrderedMap(None, prepare, jobs(), 0):
+            yield submitted.popleft(), prepared
         return
-    pool = ProcessPoolExecutor(
-        settings.workers,
-        mp_context=get_context("spawn"),
-        initializer=_exit_with,
-        initargs=(os.getpid(),),
-    )
-    try:
-        in_flight: deque = deque()
-        for batch in batches:
-            in_flight.append(pool.submit(prepare, batch, settings))
-            if len(in_flight) > 2 * settings.workers:
-                yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    with worker_pool(settings.workers) as pool:
+        for prepared in OrderedMap(pool, prepare, jobs(), 2 * settings.workers + 1):
+            yield submitted.popleft(), prepared
 
 
 def reference_records(

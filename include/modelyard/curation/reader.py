@@ -48,8 +48,10 @@ class RawBatch:
 
     def lines(self) -> list[bytes]:
         """Each line without its CR and a leading UTF-8 byte-order mark (an editor's, not data)."""
-        stripped = [line.rstrip(b"\r") for line in self.data]
-        return [line[3:] if line[:3] == BOM else line for line in stripped]
+        return list(map(_clean, self.data))
+
+    def line(self, row: int) -> bytes:
+        return _clean(self.data[row])
 
     def sources(self) -> list[dict]:
         """``{"file", "line"}`` (1-based) of each line."""
@@ -58,6 +60,18 @@ class RawBatch:
             for name, first, count in self.spans
             for number in range(first, first + count)
         ]
+
+    def source(self, row: int) -> dict:
+        for name, first, count in self.spans:
+            if row < count:
+                return {"file": name, "line": first + row}
+            row -= count
+        raise IndexError(row)
+
+
+def _clean(line: bytes) -> bytes:
+    line = line.rstrip(b"\r")
+    return line[3:] if line[:3] == BOM else line
 
 
 def _check_readable(path: Path) -> None:
@@ -97,9 +111,14 @@ def lineage_name(path: Path) -> str:
     return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
-def _lines(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[bytes, tuple | None]]:
-    """(line, None) for each whole line; (first ``limit`` bytes, (reason, detail)) for a line
-    that is longer, or that a broken ``.gz`` stream cut off (always the last)."""
+def _oversized(limit: int) -> tuple[str, str]:
+    return "oversized", f"line longer than max_line_bytes={limit}"
+
+
+def _blocks(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[list[bytes], dict]]:
+    """The file's lines, a block at a time, and {index in block: (reason, detail)} of a line
+    not read whole: longer than ``limit`` (its first ``limit`` bytes are kept) or cut off
+    by a broken ``.gz`` stream (always the last line)."""
     pending = b""  # the line being read, without its end yet
     skipping = False  # inside an oversized line, dropping bytes until its end
     read_any = False
@@ -110,32 +129,31 @@ def _lines(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[bytes, tu
             if not read_any:
                 raise InputError(f"{path}: not a readable gzip stream: {exc}") from None
             detail = f"{path.name} ends mid-stream ({exc}); this is the cut tail"
-            yield pending[:limit], ("truncated", detail)
+            yield [pending[:limit]], {0: ("truncated", detail)}
             return
         except OSError as exc:
             raise InputError(f"{path}: read failed: {exc.strerror or exc}") from None
         if not chunk:
             break
         read_any = True
-        parts = chunk.split(b"\n")
+        lines = chunk.split(b"\n")
         if skipping:
-            if len(parts) == 1:
+            if len(lines) == 1:
                 continue
-            skipping = False
-            parts = parts[1:]
-            pending = b""
-        parts[0] = pending + parts[0]
-        pending = parts.pop()
-        for line in parts:
-            if len(line) > limit:
-                yield line[:limit], ("oversized", f"line longer than max_line_bytes={limit}")
-            else:
-                yield line, None
+            skipping, pending, lines = False, b"", lines[1:]
+        lines[0] = pending + lines[0]
+        pending = lines.pop()
+        cut = {}
+        if lines and max(map(len, lines)) > limit:
+            cut = {i: _oversized(limit) for i, line in enumerate(lines) if len(line) > limit}
+            lines = [line[:limit] for line in lines]
         if len(pending) > limit:
-            yield pending[:limit], ("oversized", f"line longer than max_line_bytes={limit}")
+            cut[len(lines)] = _oversized(limit)
+            lines.append(pending[:limit])
             pending, skipping = b"", True
+        yield lines, cut
     if pending and not skipping:
-        yield pending, None
+        yield [pending], {}
 
 
 def read_batches(files: Iterable[Path], size: int, max_line_bytes: int) -> Iterator[RawBatch]:
@@ -150,17 +168,23 @@ def read_batches(files: Iterable[Path], size: int, max_line_bytes: int) -> Itera
             raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
         with handle:
             first = 1
-            lines = _lines(handle, path, max_line_bytes)
-            while chunk := list(islice(lines, size - len(batch.data))):
-                for offset, (_, note) in enumerate(chunk):
-                    if note is not None:
-                        batch.cut[len(batch.data) + offset] = note
-                batch.data += [line for line, _ in chunk]
-                batch.spans.append((name, first, len(chunk)))
-                first += len(chunk)
-                if len(batch.data) == size:
-                    yield batch
-                    batch = RawBatch()
+            for lines, cut in _blocks(handle, path, max_line_bytes):
+                taken = 0
+                while taken < len(lines):
+                    room = size - len(batch.data)
+                    part = lines[taken : taken + room]
+                    batch.cut.update(
+                        (len(batch.data) + i - taken, note)
+                        for i, note in cut.items()
+                        if taken <= i < taken + len(part)
+                    )
+                    batch.data += part
+                    batch.spans.append((name, first, len(part)))
+                    first += len(part)
+                    taken += len(part)
+                    if len(batch.data) == size:
+                        yield batch
+                        batch = RawBatch()
     if batch.data:
         yield batch
 
