@@ -123,8 +123,8 @@ def _blocks(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[list[byt
     skipping = False  # inside an oversized line, dropping bytes until its end
     read_any = False
     while True:
-        try:
-            chunk = handle.read(_CHUNK)
+        try:  # read1: a broken stream's error loses nothing already decompressed
+            chunk = handle.read1(_CHUNK)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             if not read_any:
                 raise InputError(f"{path}: not a readable gzip stream: {exc}") from None
