@@ -140,7 +140,8 @@ def private_file(path: Path) -> IO[bytes]:
 
 def prune_older(root: Path, days: int) -> list[Path]:
     """Remove the ``<root>/<group>/<entry>`` directories last changed ``days`` or more days
-    ago (all of them for 0), and groups left empty; returns what was removed."""
+    ago (all of them for 0), scratch that dead processes left there, and groups left empty;
+    returns what was removed (scratch aside)."""
     if not root.is_dir():
         return []
     cutoff = time.time() - days * 86400
@@ -148,6 +149,7 @@ def prune_older(root: Path, days: int) -> list[Path]:
     for group in root.iterdir():
         if not group.is_dir():
             continue
+        remove_stale_scratch(group, None)
         for entry in group.iterdir():
             if not _SCRATCH.match(entry.name) and entry.stat().st_mtime <= cutoff:
                 shutil.rmtree(entry)
