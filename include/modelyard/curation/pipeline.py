@@ -424,7 +424,9 @@ def curate(
     if eval_reference is not None and not eval_reference.is_file():
         raise FileNotFoundError(f"eval reference not found: {eval_reference}")
     workdir = scratch_dir(output)
-    held = scratch_dir(private_dir(quarantine) / "run", every_name=True) if quarantine else None
+    held = None
+    if quarantine is not None:
+        held = scratch_dir(private_dir(quarantine) / "run", every_name=True, private=True)
     try:
         summary = Curation(settings, workdir, history or [], eval_reference, held).run(files)
         manifest = _manifest(summary, settings, partition, files, eval_reference, history_versions)

@@ -105,14 +105,14 @@ def remove_stale_scratch(parent: Path, name: str | None) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def scratch_dir(final: Path, every_name: bool = False) -> Path:
+def scratch_dir(final: Path, every_name: bool = False, private: bool = False) -> Path:
     """A fresh sibling of ``final`` to fill before ``replace_dir``; same filesystem, so the
-    rename is atomic. Stale scratch of ``final`` (of any sibling with ``every_name``) goes
-    first."""
+    rename is atomic; 0700 if ``private``. Stale scratch of ``final`` (of any sibling with
+    ``every_name``) goes first."""
     remove_stale_scratch(final.parent, None if every_name else final.name)
     tmp = final.with_name(f".{final.name}.{_HOST}-{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, mode=0o700 if private else 0o777)
     return tmp
 
 
