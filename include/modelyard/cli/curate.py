@@ -127,15 +127,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _sigterm_unwinds():
             from modelyard.curation.tasks import curate_into
+            from modelyard.curation.workers import Workers
             from modelyard.validation import run_gate
 
-            start = time.perf_counter()
-            manifest = curate_into(
-                args.input, output, settings, partition_of(args.input), args.eval_reference
-            )
-            curated = time.perf_counter()
-            gate = run_gate(output, settings.curation)
-            gated = time.perf_counter()
+            with Workers(settings.curation.workers) as workers:  # one start-up for both
+                start = time.perf_counter()
+                partition = partition_of(args.input)
+                manifest = curate_into(
+                    args.input, output, settings, partition, args.eval_reference, workers
+                )
+                curated = time.perf_counter()
+                gate = run_gate(output, settings.curation, workers)
+                gated = time.perf_counter()
     except _Terminated:
         print(
             "modelyard: error: terminated by SIGTERM (scratch and workers cleaned up)",

@@ -52,6 +52,7 @@ from modelyard.curation.storage import (
     scratch_dir,
     write_json,
 )
+from modelyard.curation.workers import Workers
 from modelyard.settings import CurationSettings
 
 REASONS = {
@@ -232,10 +233,10 @@ class Curation:
         self.overlapping: set[bytes] = set()  # candidate lines that overlap the held-out side
         self.input_lines = 0
 
-    def run(self, files: list[Path]) -> dict:
+    def run(self, files: list[Path], workers: Workers | None) -> dict:
         if self.eval_reference is not None:  # first: a bad reference fails before any work
             self._add_reference(self.eval_reference)
-        with closing(prepared_batches(files, self.s)) as batches:
+        with closing(prepared_batches(files, self.s, workers)) as batches:
             for raw, batch in batches:
                 self._judge(raw, batch)
         self._check_contamination()
@@ -312,7 +313,7 @@ class Curation:
                 continue
             seen.add(record_id)
             unique.append(n)
-        self.kept_ids.add(hashes[unique], np.zeros(len(unique), dtype=np.int64))
+        self.kept_ids.add(hashes[unique], np.zeros(len(unique), dtype=np.int64), owners[unique])
         return [kept[n] for n in unique]
 
     def _classify(
@@ -406,6 +407,7 @@ def curate(
     history: list[VersionIndex] | None = None,
     history_versions: list[str] | None = None,
     quarantine: Path | None = None,
+    workers: Workers | None = None,
 ) -> dict:
     """Curate ``source`` (a partition dir or one file) into ``output``; returns the manifest.
 
@@ -413,7 +415,8 @@ def curate(
     never when it overlaps an input (``storage.check_output``); a failed run leaves it as it
     was and removes its scratch. ``history`` holds the indexes of earlier published versions
     to dedup against. Raw rejected lines go to ``<quarantine>/<version>/rejected.jsonl``
-    (0600, its dirs 0700) when ``quarantine`` is given, and nowhere otherwise.
+    (0600, its dirs 0700) when ``quarantine`` is given, and nowhere otherwise. ``workers``
+    shares worker processes with a later stage (the CLI's gate).
 
     The version id is a content address: it hashes the three output files with the settings
     and the partition, so the same input, history and config give the same version.
@@ -428,7 +431,8 @@ def curate(
     if quarantine is not None:
         held = scratch_dir(private_dir(quarantine) / "run", every_name=True, private=True)
     try:
-        summary = Curation(settings, workdir, history or [], eval_reference, held).run(files)
+        curation = Curation(settings, workdir, history or [], eval_reference, held)
+        summary = curation.run(files, workers)
         manifest = _manifest(summary, settings, partition, files, eval_reference, history_versions)
         mark_output(workdir, manifest["version"])
         write_json(workdir / "manifest.json", manifest)

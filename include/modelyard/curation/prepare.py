@@ -37,7 +37,7 @@ from modelyard.curation.records import (
     prompt_of,
     text_of,
 )
-from modelyard.curation.workers import OrderedMap, can_spawn, worker_pool
+from modelyard.curation.workers import OrderedMap, Workers, workers_for
 from modelyard.settings import CurationSettings
 
 _DECODE = msgspec.json.Decoder().decode
@@ -208,12 +208,11 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
 
 
 def prepared_batches(
-    files: list[Path], settings: CurationSettings
+    files: list[Path], settings: CurationSettings, workers: Workers | None = None
 ) -> Iterator[tuple[RawBatch, Prepared]]:
-    """(raw batch, prepared batch) in input order; prepared in worker processes when there is
-    more than one batch and ``settings.workers > 1``. Close the generator
-    (``contextlib.closing``) when stopping early: pending batches are cancelled and the
-    workers stopped."""
+    """(raw batch, prepared batch) in input order; prepared by ``workers`` (or workers of
+    its own) when there is more than one batch. Close the generator
+    (``contextlib.closing``) when stopping early: pending batches are cancelled."""
     batches = read_batches(files, settings.batch_size, settings.max_line_bytes)
     head = list(islice(batches, 2))
     submitted: deque[RawBatch] = deque()
@@ -223,11 +222,8 @@ def prepared_batches(
             submitted.append(batch)
             yield batch, settings
 
-    if len(head) < 2 or settings.workers <= 1 or not can_spawn():
-        for prepared in OrderedMap(None, prepare, jobs(), 0):
-            yield submitted.popleft(), prepared
-        return
-    with worker_pool(settings.workers) as pool:
+    with workers_for(workers, settings.workers) as run:
+        pool = run.pool() if len(head) > 1 else None
         for prepared in OrderedMap(pool, prepare, jobs(), 2 * settings.workers + 1):
             yield submitted.popleft(), prepared
 

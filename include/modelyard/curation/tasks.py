@@ -8,6 +8,7 @@ from pathlib import Path
 from modelyard.curation.pipeline import curate
 from modelyard.curation.publish import load_history, publish
 from modelyard.curation.storage import prune_older, storage_path
+from modelyard.curation.workers import Workers
 from modelyard.settings import Settings, get_settings
 from modelyard.validation import run_gate
 
@@ -30,6 +31,7 @@ def curate_into(
     settings: Settings,
     partition: str | None,
     eval_reference: Path | None,
+    workers: Workers | None = None,
 ) -> dict:
     """Curate with the history of versions published for dates before ``partition``.
 
@@ -48,6 +50,7 @@ def curate_into(
         history=history,
         history_versions=versions,
         quarantine=quarantine,
+        workers=workers,
     )
 
 

@@ -32,25 +32,47 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def can_spawn() -> bool:
-    """A daemonic process (a pool worker itself) may not have children."""
-    return not current_process().daemon
+class Workers:
+    """The worker processes of a run: spawned on first use, shared by the stages given the
+    same instance (the CLI's curation and gate pay for one start-up, ~0.7 CPU-s a worker),
+    stopped on leaving; pending jobs are then cancelled, not waited for (an error or
+    SIGTERM does not sit out queued work)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._pool: ProcessPoolExecutor | None = None
+
+    def pool(self) -> ProcessPoolExecutor | None:
+        """The pool, or None when work must stay in this process (one worker asked for, or
+        this is a daemonic process, which may not have children)."""
+        if self.count <= 1 or current_process().daemon:
+            return None
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.count,
+                mp_context=get_context("spawn"),
+                initializer=_exit_with,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 @contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """``workers`` spawned processes; on leaving, pending jobs are cancelled (an error or
-    SIGTERM does not wait for queued work) and the workers stopped."""
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=get_context("spawn"),
-        initializer=_exit_with,
-        initargs=(os.getpid(),),
-    )
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def workers_for(shared: Workers | None, count: int) -> Iterator[Workers]:
+    """``shared`` when a caller passed its workers, else workers of this stage alone."""
+    if shared is not None:
+        yield shared
+        return
+    with Workers(count) as own:
+        yield own
 
 
 class OrderedMap:
@@ -79,7 +101,11 @@ class OrderedMap:
         if self.pool is None:
             yield from (self.fn(*job) for job in self.jobs)
             return
-        while self.in_flight:
-            result = self.in_flight.popleft().result()
-            self._fill()
-            yield result
+        try:
+            while self.in_flight:
+                result = self.in_flight.popleft().result()
+                self._fill()
+                yield result
+        finally:  # stopped early (an error, a closed generator): drop the queued jobs
+            for future in self.in_flight:
+                future.cancel()

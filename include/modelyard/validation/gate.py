@@ -24,7 +24,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ import pandas as pd
 
 from modelyard.curation.pipeline import REASONS
 from modelyard.curation.storage import read_json, write_json
-from modelyard.curation.workers import OrderedMap, can_spawn, worker_pool
+from modelyard.curation.workers import OrderedMap, Workers, workers_for
 from modelyard.settings import CurationSettings
 from modelyard.validation.columns import columns_of, spans
 
@@ -207,19 +207,21 @@ _SPAN_BYTES = 8 << 20  # a gate job: ~10k records in, ~1 MB of columns out
 
 
 @contextmanager
-def _columns(staging: Path, settings: CurationSettings) -> Iterator[Iterator[tuple[str, dict]]]:
+def _columns(
+    staging: Path, settings: CurationSettings, workers: Workers | None
+) -> Iterator[Iterator[tuple[str, dict]]]:
     """(file kind, columns) of every ``_SPAN_BYTES`` of train, eval and rejected, in order.
 
-    With more than a few spans of work, they are computed in worker processes, and the first
-    ones are under way on entering: the caller imports GX (~3 CPU-s) meanwhile, so the two
-    largest costs of the gate share the cores."""
+    With more than a few spans of work, they are computed by worker processes, and the
+    first ones are under way on entering: the caller imports GX (~3 CPU-s) meanwhile, so
+    the two largest costs of the gate share the cores."""
     jobs = [
         (str(staging / f"{kind}.jsonl"), start, end, kind)
         for kind in (*SIDES, "rejected")
         for start, end in spans(staging / f"{kind}.jsonl", _SPAN_BYTES)
     ]
-    spread = len(jobs) > 3 and settings.workers > 1 and can_spawn()
-    with worker_pool(settings.workers) if spread else nullcontext() as pool:
+    with workers_for(workers, settings.workers) as run:
+        pool = run.pool() if len(jobs) > 3 else None
         results = OrderedMap(pool, columns_of, jobs, 2 * settings.workers + 1)
         yield ((job[3], columns) for job, columns in zip(jobs, results, strict=True))
 
@@ -247,18 +249,19 @@ def _frames(
         yield pending_kind, pd.concat(pending, ignore_index=True)
 
 
-def run_gate(staging: Path, settings: CurationSettings) -> dict:
+def run_gate(staging: Path, settings: CurationSettings, workers: Workers | None = None) -> dict:
     """Validate ``staging``; store ``gx/result.json`` and Data Docs; return the summary.
 
     The summary is also written into the staging manifest (``gx``), so the published version
-    carries its own gate result. Raises GateFailed after storing everything.
+    carries its own gate result. Raises GateFailed after storing everything. ``workers``
+    reuses the worker processes of an earlier stage.
     """
     staging = staging.resolve()  # GX's Data Docs store needs an absolute base directory
     out = staging / "gx"
     manifest = read_json(staging / "manifest.json")
     collected: dict = {"id_hash": [], "text_hash": [], "is_eval": [], "lines": Counter()}
     validations = []
-    with _columns(staging, settings) as columns:
+    with _columns(staging, settings, workers) as columns:
         suites = _Suites(out / "docs")
         expectations = {
             "curated_records": record_expectations(settings),
