@@ -148,15 +148,20 @@ def _failures(results: list[dict]) -> list[str]:
     return [name + (f": {n} unexpected" if n else "") for name, n in unexpected.items()]
 
 
+def import_gx():
+    """Great Expectations, with its usage analytics off (read when it is first imported)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations
+
+    return great_expectations
+
+
 class _Suites:
     """An ephemeral GX context with a pandas asset and one checkpoint a suite; every run is
     stored, and ``build_docs`` renders them all into the Data Docs site under ``docs``."""
 
     def __init__(self, docs: Path) -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        import great_expectations as gx
-
-        self.gx = gx
+        gx = self.gx = import_gx()
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = {"globally": False}
         self.context.add_data_docs_site(
