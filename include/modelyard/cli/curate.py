@@ -7,6 +7,8 @@ happen inside ``run``, so other ``modelyard`` commands do not pay for them.
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import re
 import signal
@@ -126,6 +128,9 @@ def _import_gate() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # At exit, skip the collector's walk over the objects pandas and GX leave (~300k):
+    # measured 0.6 s of the process's shutdown. Memory goes back to the OS either way.
+    atexit.register(gc.freeze)
     settings = settings_with(args.config)
     if not args.input.exists():
         raise FileNotFoundError(f"input not found: {args.input}")
