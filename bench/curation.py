@@ -139,25 +139,23 @@ def _children_cpu() -> float:
 def run_measured(cmd: list[str]) -> dict:
     """Run ``cmd``; its wall time, CPU time (with its children) and peak RSS of its process
     tree (summed over the processes alive at each 20 ms sample)."""
-    cpu, start = _children_cpu(), time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    root, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass  # a process ended between listing and reading it
-        time.sleep(0.02)
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:2]} failed ({proc.returncode}): {stderr.strip()[-2000:]}")
-    return {
-        "seconds": time.perf_counter() - start,
-        "cpu": _children_cpu() - cpu,
-        "peak_mb": peak / 2**20,
-        "stdout": stdout,
-    }
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        cpu, start = _children_cpu(), time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)  # files: no pipe to fill
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass  # a process ended between listing and reading it
+            time.sleep(0.02)
+        seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd[:2]} failed ({proc.returncode}): {err.read()[-2000:]}")
+        return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / 2**20, "stdout": out.read()}
 
 
 def measure(kind: str, partition: Path, work: Path) -> dict:

@@ -56,8 +56,8 @@ from modelyard.curation.workers import Workers
 from modelyard.settings import CurationSettings
 
 REASONS = {
-    "malformed": "not UTF-8, or not JSON",
-    "schema": "JSON, but none of the accepted shapes (or an empty prompt)",
+    "malformed": "not UTF-8, not JSON, nested deeper than the parser allows, or a lone surrogate",
+    "schema": "JSON, but none of the accepted shapes, an empty prompt or an id not one text line",
     "quality": "failed a heuristic (length, repetition, symbols, trivial answer) or the classifier",
     "duplicate": "same normalised text as an earlier record (duplicate_of names it)",
     "near_duplicate": "MinHash-LSH near-duplicate of an earlier record (duplicate_of names it)",
