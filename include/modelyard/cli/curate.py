@@ -130,6 +130,7 @@ def _import_gate() -> None:
 def run(args: argparse.Namespace) -> int:
     # At exit, skip the collector's walk over the objects pandas and GX leave (~300k):
     # measured 0.6 s of the process's shutdown. Memory goes back to the OS either way.
+    atexit.unregister(gc.freeze)  # once, however often run() is called in one process
     atexit.register(gc.freeze)
     settings = settings_with(args.config)
     if not args.input.exists():
@@ -142,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
         with _sigterm_unwinds():
             from modelyard.curation.tasks import curate_into
             from modelyard.curation.workers import Workers
-            from modelyard.validation import run_gate
 
             threading.Thread(target=_import_gate, name="import-gate", daemon=True).start()
             with Workers(settings.curation.workers) as workers:  # one start-up for both
@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
                     args.input, output, settings, partition, args.eval_reference, workers
                 )
                 curated = time.perf_counter()
+                from modelyard.validation import run_gate  # imported meanwhile by the thread
+
                 gate = run_gate(output, settings.curation, workers)
                 gated = time.perf_counter()
     except _Terminated:
