@@ -41,31 +41,46 @@ class _Section(BaseModel):
 
 
 class CurationSettings(_Section):
-    """Thresholds of the curation stage (see ``modelyard.curation``)."""
+    """Thresholds of the curation stage (see ``modelyard.curation``).
 
-    min_prompt_chars: int = 1
-    min_completion_chars: int = 1
-    max_record_chars: int = 20_000
-    max_repetition_ratio: float = 0.5
-    max_symbol_ratio: float = 0.35
-    near_dup_threshold: float = Field(0.8, ge=0.0, le=1.0, description="word 5-gram Jaccard")
-    near_dup_ngram: int = 5
-    minhash_perm: int = 128
+    Unknown keys are refused (a misspelled knob must not be silently ignored) and every number
+    is bounded: a value outside its bounds is a one-line error naming the field.
+    """
+
+    min_prompt_chars: int = Field(1, ge=0, description="shorter prompts are rejected (quality)")
+    min_completion_chars: int = Field(1, ge=0, description="shorter completions: quality")
+    max_record_chars: int = Field(20_000, gt=0, description="longer prompt+completion: quality")
+    max_repetition_ratio: float = Field(0.5, ge=0.0, le=1.0, description="repeated n-gram share")
+    max_symbol_ratio: float = Field(0.35, ge=0.0, le=1.0, description="non-letter/digit share")
+    near_dup_threshold: float = Field(0.8, gt=0.0, le=1.0, description="word 5-gram Jaccard")
+    near_dup_ngram: int = Field(5, ge=1, le=64, description="words per near-dup shingle")
+    minhash_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: str = "modelyard-split-v1"
-    contamination_ngram: int = 13
+    split_seed: str = Field("modelyard-split-v1", min_length=1)
+    contamination_ngram: int = Field(13, ge=1, le=64, description="words per contamination gram")
     contamination_min_overlap: float = Field(
         0.5, gt=0.0, le=1.0, description="share of a record's n-grams found in held-out data"
     )
     quality_classifier: bool = False
     quality_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    batch_size: int = Field(4096, gt=0, description="records per vectorised batch")
+    batch_size: int = Field(4096, gt=0, le=1_000_000, description="records per vectorised batch")
     # 2: measured fastest on the 2-core target (bench/curation.py); the output is the same
     # for any value, and small partitions (one batch) and daemonic hosts stay in-process.
-    workers: int = Field(2, ge=1, description="processes preparing batches (1 = in-process)")
-    split_tolerance: float = Field(0.05, ge=0.0, description="GX gate: eval share slack")
+    workers: int = Field(2, ge=1, le=64, description="processes preparing batches (1 = in-process)")
+    max_line_bytes: int = Field(
+        16 << 20, ge=1024, description="longer raw lines are rejected whole (oversized)"
+    )
+    quarantine_days: int = Field(
+        30,
+        ge=0,
+        le=3650,
+        description="days the raw text of rejected lines is kept under <storage>/quarantine "
+        "(0600 files, outside every dataset version); 0 = never kept",
+    )
+    split_tolerance: float = Field(0.05, ge=0.0, le=1.0, description="GX gate: eval share slack")
+    # A gate row is ~80 bytes of derived columns, not the record's text: 200k rows ~16 MB.
     gate_batch_rows: int = Field(
-        10_000, gt=0, description="GX gate: records validated per batch (bounds its memory)"
+        200_000, gt=0, description="GX gate: records validated per GX batch (bounds its memory)"
     )
 
 

@@ -79,9 +79,14 @@ def _by_id(path: Path) -> dict[str, dict]:
 
 def test_every_line_lands_once_and_each_defect_is_handled(planted, tmp_path: Path) -> None:
     partition, reference, lines = planted
-    out = tmp_path / "out"
+    out, quarantine = tmp_path / "out", tmp_path / "quarantine"
     manifest = curate(
-        partition, out, CurationSettings(), partition="2026-11-20", eval_reference=reference
+        partition,
+        out,
+        CurationSettings(),
+        partition="2026-11-20",
+        eval_reference=reference,
+        quarantine=quarantine,
     )
 
     train, evals, rejected = (read_jsonl(out / f"{n}.jsonl") for n in ("train", "eval", "rejected"))
@@ -99,8 +104,13 @@ def test_every_line_lands_once_and_each_defect_is_handled(planted, tmp_path: Pat
     assert rejected_at[(extra, 3)]["reason"] == "near_duplicate"
     assert rejected_at[(extra, 3)]["duplicate_of"] == "orig-1"
     assert [rejected_at[(extra, n)]["reason"] for n in (5, 6, 7)] == ["malformed"] * 3
-    assert base64.b64decode(rejected_at[(extra, 6)]["raw_b64"]) == NON_UTF8
-    assert len(rejected_at[(extra, 8)]["raw"]) > 1_000_000
+    raw_at = {
+        (r["source"]["file"], r["source"]["line"]): r
+        for r in read_jsonl(quarantine / manifest["version"] / "rejected.jsonl")
+    }
+    assert raw_at.keys() == rejected_at.keys()
+    assert base64.b64decode(raw_at[(extra, 6)]["raw_b64"]) == NON_UTF8
+    assert len(rejected_at[(extra, 8)]["text"]) > 1_000_000
     assert [rejected_at[(extra, n)]["reason"] for n in (8, 9, 10)] == ["quality"] * 3
     assert [rejected_at[(extra, n)]["reason"] for n in (11, 12)] == ["schema"] * 2
     # The sample generator's own planted exact duplicates are caught too.

@@ -57,8 +57,9 @@ class HeldOut:
         self._bands.add(keys.ravel(), np.repeat(owners, self.shape[0]))
         self._sigs.append(sigs)
 
-    def check(self, grams: minhash.Shingles, sigs: np.ndarray) -> list[Leak | None]:
-        """Leak per training record (None = clean); counted into the report."""
+    def matches(self, grams: minhash.Shingles, sigs: np.ndarray) -> list[tuple[int, str] | None]:
+        """(held-out owner, how) per training record that overlaps the held-out side, else
+        None: the contamination criteria, without deciding or counting anything."""
         if not len(self.ids):
             return [None] * len(sigs)
         owners = self._ngrams.lookup(grams.values)
@@ -71,20 +72,25 @@ class HeldOut:
         suspects = np.flatnonzero(
             (shares >= self.settings.contamination_min_overlap) | (band_owner >= 0).any(axis=1)
         )
-        leaks: list[Leak | None] = [None] * len(sigs)
+        found: list[tuple[int, str] | None] = [None] * len(sigs)
         n = self.settings.contamination_ngram
         for i in suspects.tolist():
             if shares[i] >= self.settings.contamination_min_overlap:
                 mine = owners[grams.starts[i] : grams.starts[i + 1]]
-                leaks[i] = self._leak(int(mine[mine >= 0][0]), f"{shares[i]:.0%} of its {n}-grams")
+                found[i] = (int(mine[mine >= 0][0]), f"{shares[i]:.0%} of its {n}-grams")
                 continue
             for cand in sorted({int(o) for o in band_owner[i] if o >= 0}):
                 held = self._sigs.rows_at(np.array([cand]))
                 sim = float(minhash.similarity(sigs[i], held)[0])
                 if sim >= self.settings.near_dup_threshold:
-                    leaks[i] = self._leak(cand, f"near-duplicate (Jaccard ~{sim:.2f})")
+                    found[i] = (cand, f"near-duplicate (Jaccard ~{sim:.2f})")
                     break
-        return leaks
+        return found
+
+    def decide(self, found: list[tuple[int, str] | None]) -> list[Leak | None]:
+        """The filter's decision on ``matches``: a Leak per training record to reject (None =
+        keep), counted into the report."""
+        return [None if m is None else self._leak(*m) for m in found]
 
     def _leak(self, owner: int, what: str) -> Leak:
         kind, of = self.KINDS[self.kinds[owner]], self.ids[owner]
@@ -97,7 +103,7 @@ class HeldOut:
         self.ids.close()
         self._sigs.close()
 
-    def report(self, checked: int) -> dict:
+    def report(self, checked: int, leaked_to_train: int) -> dict:
         s = self.settings
         return {
             "ngram": s.contamination_ngram,
@@ -107,8 +113,8 @@ class HeldOut:
             "held_out_records": dict(self.sizes),
             "rejected": sum(self.found.values()),
             "rejected_by_source": dict(self.found),
-            # Every leak found is rejected before train.jsonl is written; the evaluation
-            # gate reads this count rather than inferring it.
-            "leaked_to_train": 0,
+            # Measured on train.jsonl once written, apart from the filter's decisions
+            # (``Curation._leaked_to_train``): the GX gate and the evaluation gate require 0.
+            "leaked_to_train": leaked_to_train,
             "examples": self.examples,
         }

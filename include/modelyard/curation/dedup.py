@@ -37,7 +37,7 @@ class Deduplicator:
         """This run's representatives go to ``index_dir`` (``ids.txt``, ``minhash.u32``);
         large lookup runs spill to ``scratch``."""
         self.threshold = threshold
-        self.bands, self.rows = minhash.lsh_shape(threshold, perm)
+        self.shape = self.bands, self.rows = minhash.lsh_shape(threshold, perm)
         self.exact, self.band_index = KeyIndex(scratch / "exact"), KeyIndex(scratch / "bands")
         self.history_ids = [i for version in history for i in version.ids]
         self.run_ids = IdLog(index_dir / "ids.txt")
@@ -48,19 +48,28 @@ class Deduplicator:
         self._history_row = np.cumsum(np.concatenate(has_sigs or [np.zeros(0, bool)])) - 1
         self.history_size = 0
         for version in history:
-            self._add(version.exact, version.sigs, len(version.ids))
+            keys = None if version.sigs is None else minhash.band_keys(version.sigs, *self.shape)
+            self._add(version.exact, keys, len(version.ids))
             self.history_size += len(version.ids)
         self.signatures = SignatureFile(index_dir / "minhash.u32", perm)
 
     def __len__(self) -> int:
         return self.history_size + len(self.run_ids)
 
-    def _add(self, exact: np.ndarray, sigs: np.ndarray | None, count: int) -> None:
+    def _add(
+        self,
+        exact: np.ndarray,
+        keys: np.ndarray | None,
+        count: int,
+        found: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Index ``count`` representatives by exact hash and band ``keys`` (None: not
+        comparable); ``found`` is the lookup of both just made, if any."""
         owners = np.arange(len(self), len(self) + count, dtype=np.int64)
-        self.exact.add(exact, owners)
-        if sigs is not None and len(sigs):
-            keys = minhash.band_keys(sigs, self.bands, self.rows)
-            self.band_index.add(keys.ravel(), np.repeat(owners, self.bands))
+        self.exact.add(exact, owners, None if found is None else found[0])
+        if keys is not None and len(keys):
+            bands = None if found is None else found[1].ravel()
+            self.band_index.add(keys.ravel(), np.repeat(owners, self.bands), bands)
 
     def _sig(self, owner: int) -> np.ndarray:
         if owner < self.history_size:
@@ -120,7 +129,7 @@ class Deduplicator:
             for k in row:
                 local_band.setdefault(k, owner)
         kept = np.array([i for i, v in enumerate(verdicts) if v is None], dtype=np.int64)
-        self._add(exact[kept], sigs[kept], len(kept))
+        self._add(exact[kept], keys[kept], len(kept), (exact_owner[kept], band_owner[kept]))
         self.run_ids.extend([ids[i] for i in kept])
         self.signatures.append(sigs[kept])
         self.run_exact.append(exact[kept])

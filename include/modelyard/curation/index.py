@@ -61,9 +61,11 @@ class KeyIndex:
             out[order[hit]] = owners
         return out
 
-    def add(self, keys: np.ndarray, owners: np.ndarray) -> None:
+    def add(self, keys: np.ndarray, owners: np.ndarray, found: np.ndarray | None = None) -> None:
+        """Index ``keys``; ``found``, when given, is ``lookup(keys)`` made since the last add
+        (a caller that just looked them up saves the second lookup)."""
         keys, first = np.unique(keys, return_index=True)
-        fresh = self.lookup(keys) < 0
+        fresh = (self.lookup(keys) if found is None else found[first]) < 0
         if not fresh.any():
             return
         self._runs.append((keys[fresh], owners[first][fresh].astype(np.int32)))

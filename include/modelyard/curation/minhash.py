@@ -62,8 +62,12 @@ class Shingles:
 
 def word_hashes(texts: list[str]) -> Words:
     """Stable hashes of the lower-cased whitespace-separated words; each distinct word of
-    the batch is hashed once (crc32, then mixed to 64 bits)."""
-    words = pc.utf8_split_whitespace(pc.utf8_lower(pa.array(texts, pa.large_string())))
+    the batch is hashed once (crc32, then mixed to 64 bits).
+
+    Texts are normalised (``records.normalize_batch``): their only white space is ASCII
+    (" " and "\n"), so Arrow's ASCII split gives the Unicode split's words at twice the
+    speed (measured: 9 vs 18 ms a 4096-record batch)."""
+    words = pc.ascii_split_whitespace(pc.utf8_lower(pa.array(texts, pa.large_string())))
     encoded = pc.dictionary_encode(words.flatten())
     vocab = np.fromiter(
         (zlib.crc32(w.encode()) for w in encoded.dictionary.to_pylist()),

@@ -6,8 +6,9 @@ quality, splits, writes the held-out side and parks training candidates on disk.
 checks those candidates for contamination once the whole held-out side is known.
 
 Every input line ends in exactly one output file; ``REASONS`` is the documented set of
-rejection reasons. A rejected line keeps its raw text; a line that is not UTF-8 is kept as
-``raw`` (decoded with U+FFFD replacements, for reading) plus ``raw_b64`` (the exact bytes).
+rejection reasons. ``rejected.jsonl`` is published with the dataset, so it shows a line's
+text PII-scrubbed, never raw: the raw line (``raw``, or ``raw_b64`` for bytes that are not
+UTF-8) goes only to the quarantine dir, outside the version, when one is given.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import IO
 
+import msgspec
 import numpy as np
 
 import modelyard
@@ -30,22 +33,43 @@ from modelyard.curation import classifier, minhash, split
 from modelyard.curation.contamination import HeldOut
 from modelyard.curation.dedup import Deduplicator
 from modelyard.curation.index import KeyIndex, VersionIndex, index_meta, write_index_files
-from modelyard.curation.prepare import Prepared, encode, exact_hashes, prepared_batches
-from modelyard.curation.reader import batched, lineage_name, raw_files
-from modelyard.curation.storage import replace_dir, scratch_dir, write_json
+from modelyard.curation.prepare import (
+    Prepared,
+    Rejection,
+    encode,
+    exact_hashes,
+    prepared_batches,
+    reference_records,
+)
+from modelyard.curation.reader import RawBatch, lineage_name, raw_files
+from modelyard.curation.records import text_of
+from modelyard.curation.storage import (
+    check_output,
+    mark_output,
+    private_dir,
+    private_file,
+    replace_dir,
+    scratch_dir,
+    write_json,
+)
+from modelyard.curation.workers import Workers
 from modelyard.settings import CurationSettings
 
 REASONS = {
-    "malformed": "not UTF-8, or not JSON",
-    "schema": "JSON, but none of the accepted shapes (or an empty prompt)",
+    "malformed": "not UTF-8, not JSON, nested deeper than the parser allows, or a lone surrogate",
+    "schema": "JSON, but none of the accepted shapes, an empty prompt or an id not one text line",
     "quality": "failed a heuristic (length, repetition, symbols, trivial answer) or the classifier",
     "duplicate": "same normalised text as an earlier record (duplicate_of names it)",
     "near_duplicate": "MinHash-LSH near-duplicate of an earlier record (duplicate_of names it)",
     "duplicate_id": "its id is already used by a different kept record of this partition",
     "contamination": "training record overlapping the held-out side or the eval suite",
+    "oversized": "line longer than max_line_bytes (its first max_line_bytes are quarantined)",
+    "truncated": "the cut tail of a .gz file that ends mid-stream (the lines before it are kept)",
 }
 OUTPUTS = ("train", "eval", "rejected")
-RUNTIME_ONLY = {"workers"}  # settings that change how fast, never what: not in the version
+# Settings that change how fast or what is kept outside the dataset, never what is in it.
+RUNTIME_ONLY = {"workers", "quarantine_days"}
+_DECODE = msgspec.json.Decoder().decode
 
 
 @lru_cache(maxsize=1)
@@ -58,33 +82,31 @@ def code_version() -> str:
     return f"{modelyard.__version__}+{digest.hexdigest()[:10]}"
 
 
+@cache  # scores are rounded to 4 places: at most 2 x 10,001 tails
+def _tail(quality_score: float | None, split_name: str) -> bytes:
+    return b',"quality_score":%s,"split":"%s"}\n' % (encode(quality_score), split_name.encode())
+
+
 def _line(body: bytes, quality_score: float | None, split_name: str) -> bytes:
     """A curated record's output line: its prepared body plus the judged fields."""
-    return b"".join(
-        (
-            body[:-1],
-            b',"quality_score":',
-            encode(quality_score),
-            b',"split":"',
-            split_name.encode(),
-            b'"}\n',
-        )
-    )
+    return body[:-1] + _tail(quality_score, split_name)
 
 
 class _Outputs:
-    """The three output files, counted and hashed as written (the content address)."""
+    """The three output files, their lines counted and hashed as written (the content
+    address), and the quarantine file of raw rejected lines when there is one."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quarantine: Path | None) -> None:
         self.handles: dict[str, IO[bytes]] = {n: (root / f"{n}.jsonl").open("wb") for n in OUTPUTS}
         self.digests = {n: hashlib.sha256() for n in OUTPUTS}
         self.pending: dict[str, list[bytes]] = {n: [] for n in OUTPUTS}
-        self.counts: Counter = Counter()
+        self.lines: Counter = Counter()  # newlines written: the counts, measured
         self.reasons: Counter = Counter()
+        self.quarantine = private_file(quarantine / "rejected.jsonl") if quarantine else None
+        self.quarantined = 0
 
     def write(self, name: str, lines: list[bytes]) -> None:
         self.pending[name] += lines
-        self.counts[name] += len(lines)
         if len(self.pending[name]) >= 1024:
             self.flush(name)
 
@@ -93,41 +115,35 @@ class _Outputs:
         data = b"".join(self.pending[name])
         self.handles[name].write(data)
         self.digests[name].update(data)
+        self.lines[name] += data.count(b"\n")
         self.pending[name] = []
 
-    def reject(
-        self,
-        reason: str,
-        detail: str,
-        raw: str | bytes,
-        source: dict,
-        record_id: str | None = None,
-        duplicate_of: str | None = None,
-    ) -> None:
-        entry = {"reason": reason, "detail": detail, "duplicate_of": duplicate_of, "source": source}
-        entry["id"] = record_id
-        if isinstance(raw, bytes):
-            entry["raw"] = raw.decode("utf-8", errors="replace")
-            entry["raw_b64"] = base64.b64encode(raw).decode()
-        else:
-            entry["raw"] = raw
-        self.reasons[reason] += 1
+    def reject(self, r: Rejection, duplicate_of: str | None = None) -> None:
+        entry = {
+            "reason": r.reason,
+            "detail": r.detail,
+            "duplicate_of": duplicate_of,
+            "source": r.source,
+            "id": r.record_id,
+            "text": r.text,
+        }
+        self.reasons[r.reason] += 1
         self.write("rejected", [encode(entry) + b"\n"])
+        if self.quarantine is not None:
+            raw: dict = {"source": r.source, "reason": r.reason, "id": r.record_id}
+            try:
+                raw["raw"] = r.raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raw["raw_b64"] = base64.b64encode(r.raw).decode()
+            self.quarantine.write(encode(raw) + b"\n")
+            self.quarantined += 1
 
     def close(self) -> None:
         for name, handle in self.handles.items():
             self.flush(name)
             handle.close()
-
-
-def _texts_of(records: list[dict]) -> list[str]:
-    return ["\n".join(m["content"] for m in r["messages"]) for r in records]
-
-
-def _read_reference(path: Path) -> Iterator[dict]:
-    """Curated records of the pinned eval suite (one JSON object a line)."""
-    with path.open(encoding="utf-8") as handle:
-        yield from (json.loads(line) for line in handle if line.strip())
+        if self.quarantine is not None:
+            self.quarantine.close()
 
 
 class _Parked:
@@ -175,6 +191,11 @@ class _Parked:
             handle.close()
 
 
+def _text(body: bytes) -> str:
+    """The (scrubbed) text of a curated record's JSON body."""
+    return text_of(_DECODE(body)["messages"])
+
+
 def _split(data: bytes, lengths: np.ndarray) -> list[bytes]:
     ends = np.cumsum(lengths).tolist()
     return [data[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
@@ -189,12 +210,13 @@ class Curation:
         workdir: Path,
         history: list[VersionIndex],
         eval_reference: Path | None,
+        quarantine: Path | None,
     ) -> None:
         self.s = settings
         self.workdir = workdir
         (workdir / "index").mkdir()
         self.scratch = workdir / ".scratch"  # run state kept on disk, removed at the end
-        self.out = _Outputs(workdir)
+        self.out = _Outputs(workdir, quarantine)
         self.dedup = Deduplicator(
             workdir / "index",
             settings.minhash_perm,
@@ -208,15 +230,18 @@ class Curation:
         self.pii: Counter = Counter()
         self.histogram = np.zeros(10, dtype=np.int64)  # classifier scores, bins of 0.1
         self.parked = _Parked(self.scratch / "parked")
+        self.overlapping: set[bytes] = set()  # candidate lines that overlap the held-out side
         self.input_lines = 0
 
-    def run(self, files: list[Path]) -> dict:
-        for batch in prepared_batches(files, self.s):
-            self._judge(batch)
-        if self.eval_reference is not None:
+    def run(self, files: list[Path], workers: Workers | None) -> dict:
+        if self.eval_reference is not None:  # first: a bad reference fails before any work
             self._add_reference(self.eval_reference)
+        with closing(prepared_batches(files, self.s, workers)) as batches:
+            for raw, batch in batches:
+                self._judge(raw, batch)
         self._check_contamination()
         self.out.close()
+        leaked = self._leaked_to_train()
         self.held_out.close()
         self.dedup.signatures.close()
         self.dedup.run_ids.close()
@@ -224,14 +249,14 @@ class Curation:
         exact = np.concatenate(self.dedup.run_exact or [np.zeros(0, np.uint64)])
         meta = index_meta(self.s.minhash_perm, self.s.near_dup_ngram, len(self.dedup.run_ids))
         write_index_files(self.workdir / "index", exact, meta)
-        return self._summary()
+        return self._summary(leaked)
 
-    def _judge(self, batch: Prepared) -> None:
+    def _judge(self, raw: RawBatch, batch: Prepared) -> None:
         """Dedup, id check, classifier and split of one prepared batch, in input order."""
         self.input_lines += batch.lines
         self.pii.update(batch.pii)
         for r in batch.rejected:
-            self.out.reject(r.reason, r.detail, r.raw, r.source, r.record_id)
+            self.out.reject(r)
         if not batch.ids:
             return
         first_row = self.dedup.signatures.rows
@@ -241,11 +266,11 @@ class Curation:
         rows[kept] = np.arange(first_row, first_row + len(kept))
         for i, verdict in enumerate(verdicts):
             if verdict is not None:
-                self._reject(batch, i, verdict.reason, verdict.detail, verdict.of)
-        kept = self._unique_ids(batch, kept)
+                self._reject(raw, batch, i, verdict.reason, verdict.detail, verdict.of)
+        kept = self._unique_ids(raw, batch, kept)
         scores: list[float | None] = [None] * len(batch.ids)
         if self.s.quality_classifier:
-            kept = self._classify(batch, kept, scores)
+            kept = self._classify(raw, batch, kept, scores)
         sigs = batch.sigs
         evals = split.is_eval(sigs[kept], self.dedup.rows, self.s.eval_fraction, self.s.split_seed)
         to_eval = [i for i, e in zip(kept, evals, strict=True) if e]
@@ -253,7 +278,7 @@ class Curation:
         self.out.write("eval", [_line(batch.bodies[i], scores[i], "eval") for i in to_eval])
         self.parked.park(
             [_line(batch.bodies[i], scores[i], "train") for i in to_train],
-            [batch.raws[i] for i in to_train],
+            [raw.line(batch.rows[i]) for i in to_train],
             batch.grams.take(to_train),
             rows[to_train],
         )
@@ -262,11 +287,20 @@ class Curation:
             self.held_out.add(ids, batch.grams.take(to_eval), sigs[to_eval], "held_out")
 
     def _reject(
-        self, batch: Prepared, i: int, reason: str, detail: str, of: str | None = None
+        self,
+        raw: RawBatch,
+        batch: Prepared,
+        i: int,
+        reason: str,
+        detail: str,
+        of: str | None = None,
     ) -> None:
-        self.out.reject(reason, detail, batch.raws[i].decode(), batch.sources[i], batch.ids[i], of)
+        row = batch.rows[i]
+        text = _text(batch.bodies[i])
+        rejection = Rejection(reason, detail, raw.line(row), raw.source(row), batch.ids[i], text)
+        self.out.reject(rejection, of)
 
-    def _unique_ids(self, batch: Prepared, kept: list[int]) -> list[int]:
+    def _unique_ids(self, raw: RawBatch, batch: Prepared, kept: list[int]) -> list[int]:
         """Kept records whose id no earlier kept record of this run uses."""
         ids = [batch.ids[i] for i in kept]
         hashes = exact_hashes(ids)
@@ -274,59 +308,74 @@ class Curation:
         unique, seen = [], set()
         for n, (i, record_id, owner) in enumerate(zip(kept, ids, owners.tolist(), strict=True)):
             if owner >= 0 or record_id in seen:
-                self._reject(batch, i, "duplicate_id", f"id {record_id!r} already kept", record_id)
+                detail = f"id {record_id!r} already kept"
+                self._reject(raw, batch, i, "duplicate_id", detail, record_id)
                 continue
             seen.add(record_id)
             unique.append(n)
-        self.kept_ids.add(hashes[unique], np.zeros(len(unique), dtype=np.int64))
+        self.kept_ids.add(hashes[unique], np.zeros(len(unique), dtype=np.int64), owners[unique])
         return [kept[n] for n in unique]
 
-    def _classify(self, batch: Prepared, kept: list[int], scores: list[float | None]) -> list[int]:
+    def _classify(
+        self, raw: RawBatch, batch: Prepared, kept: list[int], scores: list[float | None]
+    ) -> list[int]:
         """Kept records the classifier passes; fills in their ``scores``."""
-        probabilities = classifier.quality_scores([batch.texts[i] for i in kept])
+        probabilities = classifier.quality_scores([_text(batch.bodies[i]) for i in kept])
         self.histogram += np.histogram(probabilities, bins=10, range=(0.0, 1.0))[0]
         passed = []
         for i, score in zip(kept, probabilities.tolist(), strict=True):
             scores[i] = round(score, 4)
             if score < self.s.quality_threshold:
                 detail = f"classifier score {score:.3f} < {self.s.quality_threshold}"
-                self._reject(batch, i, "quality", detail)
+                self._reject(raw, batch, i, "quality", detail)
             else:
                 passed.append(i)
         return passed
 
     def _add_reference(self, path: Path) -> None:
-        for chunk in batched(_read_reference(path), self.s.batch_size):
-            words = minhash.word_hashes(_texts_of(chunk))
+        for ids, texts in reference_records(path, self.s):
+            words = minhash.word_hashes(texts)
             sigs = minhash.signatures(
                 minhash.ngram_hashes(words, self.s.near_dup_ngram), self.s.minhash_perm
             )
             grams = minhash.ngram_hashes(words, self.s.contamination_ngram)
-            self.held_out.add([str(r["id"]) for r in chunk], grams, sigs, "eval_reference")
+            self.held_out.add(ids, grams, sigs, "eval_reference")
 
     def _check_contamination(self) -> None:
         """Pass 2: parked training candidates against the complete held-out side."""
         for lines, raws, grams, rows in self.parked.chunks(self.s.batch_size):
-            leaks = self.held_out.check(grams, self.dedup.signatures.rows_at(rows))
+            found = self.held_out.matches(grams, self.dedup.signatures.rows_at(rows))
+            self.overlapping.update(
+                line for line, f in zip(lines, found, strict=True) if f is not None
+            )
+            leaks = self.held_out.decide(found)
             self.out.write(
                 "train", [line for line, leak in zip(lines, leaks, strict=True) if not leak]
             )
             for line, raw, leak in zip(lines, raws, leaks, strict=True):
                 if leak is None:
                     continue
-                record = json.loads(line)
-                self.out.reject(
-                    "contamination",
-                    leak.detail,
-                    raw.decode(),
-                    record["source"],
-                    record["id"],
-                    leak.of,
+                record = _DECODE(line)
+                text = text_of(record["messages"])
+                rejection = Rejection(
+                    "contamination", leak.detail, raw, record["source"], record["id"], text
                 )
+                self.out.reject(rejection, leak.of)
         self.parked.close()
 
-    def _summary(self) -> dict:
-        counts = {"input": self.input_lines, **{name: self.out.counts[name] for name in OUTPUTS}}
+    def _leaked_to_train(self) -> int:
+        """Lines of the written ``train.jsonl`` that overlap the held-out side or the eval
+        reference: the candidates the contamination criteria matched are kept aside
+        whatever the filter then decided, and the file is counted against them. A
+        measurement of the file, so a filter that lets a leak through shows here."""
+        if not self.overlapping:
+            return 0
+        sizes = {len(line) for line in self.overlapping}  # most lines are skipped by size
+        with (self.workdir / "train.jsonl").open("rb") as handle:
+            return sum(len(line) in sizes and line in self.overlapping for line in handle)
+
+    def _summary(self, leaked_to_train: int) -> dict:
+        counts = {"input": self.input_lines, **{name: self.out.lines[name] for name in OUTPUTS}}
         return {
             "counts": {**counts, "by_reason": dict(sorted(self.out.reasons.items()))},
             "pii": dict(sorted(self.pii.items())),
@@ -336,7 +385,7 @@ class Curation:
                 "histogram": {f"{k / 10:.1f}": int(n) for k, n in enumerate(self.histogram)},
             },
             "contamination": self.held_out.report(
-                self.out.counts["train"] + self.out.reasons["contamination"]
+                self.out.lines["train"] + self.out.reasons["contamination"], leaked_to_train
             ),
             "dedup": {
                 "lsh_bands": self.dedup.bands,
@@ -344,6 +393,7 @@ class Curation:
                 "history_records": self.dedup.history_size,
             },
             "file_sha256": {name: d.hexdigest() for name, d in self.out.digests.items()},
+            "quarantined": self.out.quarantined,
         }
 
 
@@ -356,18 +406,55 @@ def curate(
     eval_reference: Path | None = None,
     history: list[VersionIndex] | None = None,
     history_versions: list[str] | None = None,
+    quarantine: Path | None = None,
+    workers: Workers | None = None,
 ) -> dict:
     """Curate ``source`` (a partition dir or one file) into ``output``; returns the manifest.
 
-    ``history`` holds the indexes of earlier published versions to dedup against. The
-    version id is a content address: it hashes the three output files with the settings and
-    the partition, so the same input, history and config give the same version.
+    ``output`` is replaced only when it is new, empty or an earlier curation output, and
+    never when it overlaps an input (``storage.check_output``); a failed run leaves it as it
+    was and removes its scratch. ``history`` holds the indexes of earlier published versions
+    to dedup against. Raw rejected lines go to ``<quarantine>/<version>/rejected.jsonl``
+    (0600, its dirs 0700) when ``quarantine`` is given, and nowhere otherwise. ``workers``
+    shares worker processes with a later stage (the CLI's gate).
+
+    The version id is a content address: it hashes the three output files with the settings
+    and the partition, so the same input, history and config give the same version.
     """
+    inputs = [source] + ([eval_reference] if eval_reference is not None else [])
+    output = check_output(output, inputs)
     files = raw_files(source)
     if eval_reference is not None and not eval_reference.is_file():
         raise FileNotFoundError(f"eval reference not found: {eval_reference}")
     workdir = scratch_dir(output)
-    summary = Curation(settings, workdir, history or [], eval_reference).run(files)
+    held = None
+    if quarantine is not None:
+        held = scratch_dir(private_dir(quarantine) / "run", every_name=True, private=True)
+    try:
+        curation = Curation(settings, workdir, history or [], eval_reference, held)
+        summary = curation.run(files, workers)
+        manifest = _manifest(summary, settings, partition, files, eval_reference, history_versions)
+        mark_output(workdir, manifest["version"])
+        write_json(workdir / "manifest.json", manifest)
+        replace_dir(workdir, output)
+        if held is not None:
+            replace_dir(held, quarantine / manifest["version"])
+    except BaseException:  # SIGTERM (raised as SystemExit) and KeyboardInterrupt too
+        for scratch in (workdir, held):
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _manifest(
+    summary: dict,
+    settings: CurationSettings,
+    partition: str | None,
+    files: list[Path],
+    eval_reference: Path | None,
+    history_versions: list[str] | None,
+) -> dict:
     counts = summary["counts"]
     if counts["input"] != counts["train"] + counts["eval"] + counts["rejected"]:
         raise RuntimeError(f"curation lost lines, refusing to publish: {counts}")
@@ -377,7 +464,7 @@ def curate(
         "partition": partition,
     }
     content_hash = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    manifest = {
+    return {
         "version": f"ds-{content_hash[:12]}",
         "content_hash": content_hash,
         "partition": partition,
@@ -391,6 +478,3 @@ def curate(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "gx": None,
     }
-    write_json(workdir / "manifest.json", manifest)
-    replace_dir(workdir, output)
-    return manifest

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, islice
-from multiprocessing import current_process, get_context
 from pathlib import Path
 
 import msgspec
@@ -28,7 +27,7 @@ import numpy as np
 
 from modelyard.curation import minhash, pii
 from modelyard.curation.quality import heuristic_issues
-from modelyard.curation.reader import RawBatch, read_batches
+from modelyard.curation.reader import InputError, RawBatch, read_batches
 from modelyard.curation.records import (
     SchemaError,
     check_prompt,
@@ -38,6 +37,7 @@ from modelyard.curation.records import (
     prompt_of,
     text_of,
 )
+from modelyard.curation.workers import OrderedMap, Workers, workers_for
 from modelyard.settings import CurationSettings
 
 _DECODE = msgspec.json.Decoder().decode
@@ -45,13 +45,17 @@ encode = msgspec.json.Encoder().encode
 _NOT_JSON = object()  # ``None`` is the JSON line ``null``
 
 
-@dataclass(frozen=True)
+@dataclass
 class Rejection:
+    """A rejected line: ``raw`` is the line as read (it may hold PII: quarantine only);
+    ``text`` what the published ``rejected.jsonl`` shows, PII-scrubbed (see ``public_texts``)."""
+
     reason: str
     detail: str
-    raw: str | bytes  # bytes: the line is not UTF-8
+    raw: bytes
     source: dict
     record_id: str | None = None
+    text: str = ""
 
 
 @dataclass
@@ -59,17 +63,16 @@ class Prepared:
     """One batch, ready for dedup; every list and array aligns with ``ids``.
 
     ``bodies`` are the curated records as JSON without ``quality_score`` and ``split``
-    (known only after judging); ``raws`` are the (UTF-8) raw lines, for rejections.
+    (known only after judging); ``rows`` the record's line in the raw batch (whose raw line
+    and source the main process still holds: they are not shipped back from a worker).
     """
 
     lines: int
     rejected: list[Rejection]
     pii: Counter
+    rows: list[int]
     ids: list[str]
     bodies: list[bytes]
-    raws: list[bytes]
-    sources: list[dict]
-    texts: list[str]
     exact: np.ndarray  # uint64 hash of the normalised text
     sigs: np.ndarray  # MinHash of the word near_dup_ngram-grams
     grams: minhash.Shingles  # word contamination_ngram-gram hashes
@@ -80,39 +83,64 @@ def exact_hashes(texts: list[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
-def _object(data: bytes, source: dict, rejected: list[Rejection]) -> object:
-    """The decoded line, or ``_NOT_JSON`` (rejected) when it is not UTF-8 JSON."""
+def _object(data: bytes) -> object:
+    """The decoded line; raises ValueError naming why it is not UTF-8 JSON text."""
     try:
         return _DECODE(data)
-    except ValueError:  # stricter than ``json`` (NaN, lone surrogates): ask it, for its detail
+    except (ValueError, RecursionError):  # stricter than ``json``, which gives the detail
         pass
     try:
         raw = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        detail = f"not UTF-8: {exc.reason} at byte {exc.start}"
-        rejected.append(Rejection("malformed", detail, data, source))
-        return _NOT_JSON
+        raise ValueError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        return json.loads(raw)
+        obj = json.loads(raw)
+    except RecursionError:
+        raise ValueError("not JSON: nested deeper than the parser allows") from None
     except ValueError as exc:
-        rejected.append(Rejection("malformed", f"not JSON: {exc}", raw, source))
-        return _NOT_JSON
+        raise ValueError(f"not JSON: {exc}") from None
+    try:  # json accepts escaped lone surrogates (\ud800): valid JSON, but not Unicode text
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("JSON holding a lone surrogate escape: not Unicode text") from None
+    return obj
 
 
 def _decode(batch: RawBatch, rejected: list[Rejection]) -> list[tuple]:
-    """(turns, given id, raw line, source) of each line that has an accepted shape."""
+    """(turns, given id, row, raw line, source) of each line that has an accepted shape."""
     decoded = []
-    for data, source in zip(batch.lines(), batch.sources(), strict=True):
-        obj = _object(data, source, rejected)
-        if obj is _NOT_JSON:
+    for row, (data, source) in enumerate(zip(batch.lines(), batch.sources(), strict=True)):
+        if row in batch.cut:
+            rejected.append(Rejection(*batch.cut[row], data, source))
             continue
         try:
-            messages, record_id = extract(obj)
+            messages, record_id = extract(_object(data))
         except SchemaError as exc:
-            rejected.append(Rejection("schema", str(exc), data.decode(), source))
+            rejected.append(Rejection("schema", str(exc), data, source))
             continue
-        decoded.append((messages, record_id, data, source))
+        except ValueError as exc:
+            rejected.append(Rejection("malformed", str(exc), data, source))
+            continue
+        decoded.append((messages, record_id, row, data, source))
     return decoded
+
+
+_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(text: str) -> str:
+    """JSON string escapes resolved, so ``\\u0040`` or ``\\n`` cannot hide PII from the
+    scrubber; surrogate escape pairs combine, lone ones become U+FFFD."""
+    text = _ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else _SIMPLE[m[2]], text)
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def public_texts(raws: list[bytes]) -> list[str]:
+    """What ``rejected.jsonl`` publishes of lines that never became a record: the line with
+    its escapes resolved, normalised and PII-scrubbed like a kept record's text."""
+    texts = [_unescape(raw.decode("utf-8", errors="replace")) for raw in raws]
+    return pii.scrub_batch(normalize_batch(texts), Counter())
 
 
 def _set_contents(
@@ -128,15 +156,15 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
     decoded = _decode(batch, rejected)
     _set_contents([m for d in decoded for m in d[0]], normalize_batch)
     parsed = []
-    for messages, record_id, raw, source in decoded:
+    for messages, record_id, row, raw, source in decoded:
         try:
             check_prompt(messages)
         except SchemaError as exc:
-            rejected.append(Rejection("schema", str(exc), raw.decode(), source))
+            rejected.append(Rejection("schema", str(exc), raw, source))
             continue
         if record_id is None:  # the id names the normalised text, before scrubbing
             record_id = content_id(text_of(messages))
-        parsed.append((messages, record_id, raw, source))
+        parsed.append((messages, record_id, row, raw, source))
     counts: Counter = Counter()
     _set_contents([m for p in parsed for m in p[0]], lambda t: pii.scrub_batch(t, counts))
     prompts = [prompt_of(p[0]) for p in parsed]
@@ -146,11 +174,14 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
     shingles = minhash.ngram_hashes(words, settings.near_dup_ngram)
     issues = heuristic_issues(prompts, completions, texts, shingles, settings)
     passing = []
-    for i, ((_, record_id, raw, source), issue) in enumerate(zip(parsed, issues, strict=True)):
+    for i, ((_, record_id, _, raw, source), issue) in enumerate(zip(parsed, issues, strict=True)):
         if issue is None:
             passing.append(i)
         else:
-            rejected.append(Rejection("quality", issue, raw.decode(), source, record_id))
+            rejected.append(Rejection("quality", issue, raw, source, record_id, texts[i]))
+    unparsed = [r for r in rejected if not r.text]
+    for rejection, text in zip(unparsed, public_texts([r.raw for r in unparsed]), strict=True):
+        rejection.text = text
     bodies = [
         encode(
             {
@@ -158,7 +189,7 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
                 "messages": parsed[i][0],
                 "prompt": prompts[i],
                 "completion": completions[i],
-                "source": parsed[i][3],
+                "source": parsed[i][4],
             }
         )
         for i in passing
@@ -167,32 +198,61 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
         lines=len(batch.data),
         rejected=rejected,
         pii=counts,
+        rows=[parsed[i][2] for i in passing],
         ids=[parsed[i][1] for i in passing],
         bodies=bodies,
-        raws=[parsed[i][2] for i in passing],
-        sources=[parsed[i][3] for i in passing],
-        texts=[texts[i] for i in passing],
         exact=exact_hashes([texts[i] for i in passing]),
-        sigs=minhash.signatures(shingles, settings.minhash_perm)[passing],
+        sigs=minhash.signatures(shingles.take(passing), settings.minhash_perm),
         grams=minhash.ngram_hashes(words, settings.contamination_ngram).take(passing),
     )
 
 
-def prepared_batches(files: list[Path], settings: CurationSettings) -> Iterator[Prepared]:
-    """Prepared batches in input order; in worker processes when there is more than one
-    batch and ``settings.workers > 1`` (spawned, not forked: Arrow runs thread pools), unless
-    this process is daemonic (a pool worker), which may not have children."""
-    batches = read_batches(files, settings.batch_size)
+def prepared_batches(
+    files: list[Path], settings: CurationSettings, workers: Workers | None = None
+) -> Iterator[tuple[RawBatch, Prepared]]:
+    """(raw batch, prepared batch) in input order; prepared by ``workers`` (or workers of
+    its own) when there is more than one batch. Close the generator
+    (``contextlib.closing``) when stopping early: pending batches are cancelled."""
+    batches = read_batches(files, settings.batch_size, settings.max_line_bytes)
     head = list(islice(batches, 2))
-    batches = chain(head, batches)
-    if len(head) < 2 or settings.workers <= 1 or current_process().daemon:
-        yield from (prepare(batch, settings) for batch in batches)
-        return
-    with ProcessPoolExecutor(settings.workers, mp_context=get_context("spawn")) as pool:
-        in_flight: deque = deque()
-        for batch in batches:
-            in_flight.append(pool.submit(prepare, batch, settings))
-            if len(in_flight) > 2 * settings.workers:
-                yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
+    submitted: deque[RawBatch] = deque()
+
+    def jobs() -> Iterator[tuple[RawBatch, CurationSettings]]:
+        for batch in chain(head, batches):
+            submitted.append(batch)
+            yield batch, settings
+
+    with workers_for(workers, settings.workers) as run:
+        pool = run.pool() if len(head) > 1 else None
+        for prepared in OrderedMap(pool, prepare, jobs(), 2 * settings.workers + 1):
+            yield submitted.popleft(), prepared
+
+
+def reference_records(
+    path: Path, settings: CurationSettings
+) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) of an eval reference, a batch at a time: any raw shape curation accepts,
+    normalised and PII-scrubbed like curated records so both sides compare alike. The
+    reference is trusted input, so a line that is not a record with an id is an
+    ``InputError`` naming it, never a silent skip."""
+    for batch in read_batches([path], settings.batch_size, settings.max_line_bytes):
+        ids, turns = [], []
+        for i, (data, source) in enumerate(zip(batch.lines(), batch.sources(), strict=True)):
+            where = f"eval reference {path} line {source['line']}"
+            if i in batch.cut:
+                raise InputError(f"{where}: {batch.cut[i][1]}")
+            if not data.strip():
+                continue
+            try:
+                messages, record_id = extract(_object(data))
+            except ValueError as exc:  # SchemaError included
+                raise InputError(f"{where}: {exc}") from None
+            if record_id is None:
+                raise InputError(f"{where}: no id (every reference record needs one)")
+            ids.append(record_id)
+            turns.append(messages)
+        contents = [m for messages in turns for m in messages]
+        _set_contents(contents, normalize_batch)
+        _set_contents(contents, lambda t: pii.scrub_batch(t, Counter()))
+        if ids:
+            yield ids, [text_of(messages) for messages in turns]

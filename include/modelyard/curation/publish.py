@@ -56,7 +56,7 @@ def publish(staging: Path, settings: Settings) -> dict:
     final = storage_path(settings, "datasets", version)
     new = not final.exists()
     if new:
-        tmp = scratch_dir(final)
+        tmp = scratch_dir(final, every_name=True)
         for name in PUBLISHED_FILES:
             src = staging / name
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)

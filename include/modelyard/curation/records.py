@@ -8,6 +8,7 @@ assistant's) and ``{"instruction", "input"?, "output"}``.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -24,6 +25,11 @@ _ANY_SPACE = _ODD_SPACE.replace("[", "[ ", 1)
 # Runs of spaces that need rewriting (2+ long, or holding a tab or Unicode space): a lone
 # space between words does not match, which keeps the pass fast.
 _SPACES = f"{_ANY_SPACE}*{_ODD_SPACE}{_ANY_SPACE}*|{_ANY_SPACE}{{2,}}"
+
+
+# Ids are stored one a line (a version's ``index/ids.txt``, read with ``splitlines``): no
+# character that ends a line there, nor any other control character.
+_ID_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class SchemaError(ValueError):
@@ -133,9 +139,14 @@ def extract(obj: object) -> tuple[list[dict[str, str]], str | None]:
     if not isinstance(obj, dict):
         raise SchemaError("a line must be a JSON object")
     raw_id = obj.get("id")
-    if raw_id is not None and not isinstance(raw_id, (str, int)):
+    if raw_id is None:
+        return _raw_messages(obj), None
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
         raise SchemaError("id must be a string or an integer")
-    return _raw_messages(obj), None if raw_id is None else str(raw_id)
+    record_id = str(raw_id)
+    if not record_id.strip() or _ID_BREAKS.search(record_id):
+        raise SchemaError("id must be one non-empty line without control characters")
+    return _raw_messages(obj), record_id
 
 
 def check_prompt(messages: list[dict[str, str]]) -> None:

@@ -7,17 +7,20 @@ from pathlib import Path
 
 from modelyard.curation.pipeline import curate
 from modelyard.curation.publish import load_history, publish
-from modelyard.curation.storage import storage_path
+from modelyard.curation.storage import prune_older, storage_path
+from modelyard.curation.workers import Workers
 from modelyard.settings import Settings, get_settings
 from modelyard.validation import run_gate
 
+QUARANTINE = "quarantine"
+
 
 def current_eval_reference(settings: Settings) -> Path | None:
-    """Records of the pinned eval suite, when the evaluation stage has frozen one."""
-    try:
-        from modelyard.evaluation.suite import current_suite
-    except ImportError:
-        return None
+    """Records of the pinned eval suite, when the evaluation stage has frozen one. The
+    evaluation package is part of this project: failing to import it is a broken install,
+    raised, never read as "no suite" (which would switch the contamination check off)."""
+    from modelyard.evaluation.suite import current_suite
+
     suite = current_suite(settings)
     return Path(suite.records_path) if suite is not None else None
 
@@ -28,9 +31,16 @@ def curate_into(
     settings: Settings,
     partition: str | None,
     eval_reference: Path | None,
+    workers: Workers | None = None,
 ) -> dict:
-    """Curate with the history of versions published for dates before ``partition``."""
+    """Curate with the history of versions published for dates before ``partition``.
+
+    Raw rejected lines are kept under ``<storage>/quarantine/<partition>/<version>/`` for
+    ``quarantine_days`` (not at all for 0); older ones are pruned on every run."""
     versions, history = load_history(settings, partition) if partition else ([], [])
+    days = settings.curation.quarantine_days
+    prune_older(storage_path(settings, QUARANTINE), days)
+    quarantine = storage_path(settings, QUARANTINE, partition or "unpartitioned") if days else None
     return curate(
         source,
         output,
@@ -39,6 +49,8 @@ def curate_into(
         eval_reference=eval_reference,
         history=history,
         history_versions=versions,
+        quarantine=quarantine,
+        workers=workers,
     )
 
 

@@ -1,0 +1,111 @@
+"""A published dataset holds no raw PII: rejected.jsonl shows scrubbed text and the reason;
+raw lines go to a private quarantine outside the version, kept `quarantine_days`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from curation_planting import long_record, read_jsonl, write_lines
+
+from modelyard.curation import pii
+from modelyard.curation.tasks import curate_partition, publish_partition, validate_partition
+from modelyard.settings import Settings
+from modelyard.validation import GateFailed
+
+SENSITIVE = (
+    "jane.doe@example.com",
+    "jane\\u0040example",
+    "415-555-0132",
+    "AKIAIOSFODNN7EXAMPLE",
+    "4111 1111 1111 1111",
+    "203.0.113.54",
+)
+CLEAN = long_record(1, "clean")
+WITH_MAIL = {**long_record(2, "mail"), "completion": "Write to jane.doe@example.com today."}
+PII_LINES: list[dict | bytes] = [
+    CLEAN,
+    WITH_MAIL,
+    WITH_MAIL,  # duplicate of a kept record
+    {"prompt": "Reach jane.doe@example.com", "completion": "ok"},  # quality: trivial
+    b'{"prompt": "call 415-555-0132 or jane\\u0040example.com", "completion": ',  # malformed
+    b'{"prompt": "card 4111 1111 1111 1111 \xff", "completion": "bad bytes"}',  # not UTF-8
+    {"question": "my key AKIAIOSFODNN7EXAMPLE"},  # schema
+    {**long_record(3), "id": "mail", "completion": "from 203.0.113.54, reach 415-555-0132"},
+]
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _curate(store: Settings, ds: str, lines: list[dict | bytes]) -> dict:
+    write_lines(Path(store.storage) / "raw" / ds / "part-0.jsonl", lines)
+    return curate_partition(ds, store)
+
+
+def test_published_rejections_are_scrubbed_and_the_raw_lines_quarantined(store: Settings) -> None:
+    staged = _curate(store, "2026-11-20", PII_LINES)
+    reasons = staged["counts"]["by_reason"]
+    assert reasons == {"duplicate": 1, "duplicate_id": 1, "malformed": 2, "quality": 1, "schema": 1}
+    assert validate_partition(staged["staging_dir"], store)["success"]
+    published = Path(publish_partition(staged["staging_dir"], store)["path"])
+
+    text = (published / "rejected.jsonl").read_text(encoding="utf-8")
+    assert not [s for s in SENSITIVE if s in text]
+    rows = read_jsonl(published / "rejected.jsonl")
+    assert all(set(r) == {"reason", "detail", "duplicate_of", "source", "id", "text"} for r in rows)
+    assert not any(pii.find_batch([s for r in rows for s in _strings(r)]))
+    by_line = {r["source"]["line"]: r for r in rows}
+    assert "<EMAIL>" in by_line[3]["text"] and "<PHONE>" in by_line[5]["text"]
+    assert not list(published.rglob("*quarantine*"))
+
+    quarantine = Path(store.storage) / "quarantine"
+    held = quarantine / "2026-11-20" / staged["version"] / "rejected.jsonl"
+    for path, mode in ((quarantine, 0o700), (held.parent.parent, 0o700), (held.parent, 0o700)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    assert stat.S_IMODE(held.stat().st_mode) == 0o600
+    raw = {r["source"]["line"]: r for r in read_jsonl(held)}
+    assert raw.keys() == by_line.keys()
+    assert "jane.doe@example.com" in raw[3]["raw"]
+    assert b"4111 1111 1111 1111" in base64.b64decode(raw[6]["raw_b64"])
+
+
+def test_the_quarantine_is_pruned_after_its_retention_and_off_at_zero(store: Settings) -> None:
+    first = _curate(store, "2026-11-20", PII_LINES)
+    quarantine = Path(store.storage) / "quarantine"
+    old = quarantine / "2026-11-20" / first["version"]
+    month_ago = time.time() - 31 * 86400
+    os.utime(old, (month_ago, month_ago))
+    _curate(store, "2026-11-21", PII_LINES[:4])  # any run prunes what outlived 30 days
+    assert not old.exists() and not (quarantine / "2026-11-20").exists()
+    assert list((quarantine / "2026-11-21").iterdir())
+
+    store.curation.quarantine_days = 0  # nothing raw is kept, and what was kept goes
+    third = _curate(store, "2026-11-22", PII_LINES[:4])
+    assert third["counts"]["rejected"] > 0
+    assert not quarantine.exists() or not any(quarantine.iterdir())
+
+
+def test_the_gate_refuses_rejections_that_carry_raw_text(store: Settings) -> None:
+    staged = _curate(store, "2026-11-20", PII_LINES)
+    staging = Path(staged["staging_dir"])
+    rows = read_jsonl(staging / "rejected.jsonl")
+    rows[0]["raw"] = "Reach jane.doe@example.com"  # as the old code published it
+    rows[1]["text"] = "call 415-555-0132"
+    (staging / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(GateFailed) as failure:
+        validate_partition(str(staging), store)
+    assert "(contract): 1 unexpected" in str(failure.value)
+    assert "(pii_left): 2 unexpected" in str(failure.value)  # the raw one is read whole
