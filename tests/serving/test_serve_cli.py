@@ -32,7 +32,7 @@ def test_serve_refuses_bad_setups_in_one_line(settings, capsys, monkeypatch, tmp
         assert f"cannot listen on 127.0.0.1:{port}" in _run(capsys, monkeypatch, "--port", port)
 
     err = _run(capsys, monkeypatch, MODELYARD_SERVING__CANARY_SHARE="1.5")
-    assert "settings: serving.canary_share: Input should be less than or equal to 1" in err
+    assert "settings (MODELYARD_* environment): serving.canary_share: Input should be less " in err
     err = _run(
         capsys, monkeypatch, MODELYARD_SERVING__CANARY_SHARE="0.1", MODELYARD_SERVING__CANARY="x"
     )
