@@ -8,7 +8,10 @@ Layout under the storage root::
 A record is one rated answer in curation's ``messages`` shape (the request's turns, system
 prompt included, then the answer to learn), its ``id`` the response id, and ``feedback`` its
 lineage: request id, model, served version and alias, rating, kind, when it was asked and
-rated. Texts are the request log's, PII-scrubbed by the gateway (curation scrubs again).
+rated. Texts are the request log's, PII-scrubbed by the gateway (curation scrubs again). The
+curated record keeps the response id as its ``id`` and its ``source`` (file, line) points here.
+A user who changes their rating on a later day is counted on that day with the new rating; a
+record harvested before stays in the versions already published (they are immutable).
 
 Idempotent per date: the interval is read by feedback time (``RequestLogReader.
 latest_feedback``), so an interval that has ended reads the same rows; lines are sorted; the
