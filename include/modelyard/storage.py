@@ -135,13 +135,16 @@ def storage_path(settings: Settings, *parts: str) -> StoragePath:
 
 
 def require_root(settings: Settings) -> StoragePath:
-    """The root, or ``StorageError`` naming it and why it cannot be used: a local root must be
-    an existing directory; on S3 the bucket must exist and answer with these credentials. A
-    missing prefix under a reachable bucket is fine (S3 has no directories)."""
+    """The root, or ``StorageError`` naming it and why it cannot be used: a configured local
+    root must be an existing directory (the embedded default, ``<home>/data``, is created);
+    on S3 the bucket must exist and answer with these credentials. A missing prefix under a
+    reachable bucket is fine (S3 has no directories)."""
     url = settings.storage
     root = storage_path(settings)
     try:
         if not is_remote(url):
+            if not settings.storage_root:
+                root.mkdir(parents=True, exist_ok=True)
             if not root.is_dir():
                 reason = "not a directory" if root.exists() else "does not exist"
                 raise StorageError(f"storage root {url}: {reason}")

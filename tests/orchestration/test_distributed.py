@@ -14,9 +14,9 @@ from datetime import date
 import psycopg2
 import pytest
 
-from modelyard.curation.tasks import curate_partition, publish_partition, validate_partition
 from modelyard.registry import tags
 from modelyard.sampledata import write_partition
+from modelyard.tasks.curation import curate_partition, publish_partition, validate_partition
 from tests.orchestration.api import AirflowAPI
 from tests.orchestration.distributed import distributed_airflow, redis_broker
 from tests.pg import database

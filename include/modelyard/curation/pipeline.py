@@ -43,7 +43,9 @@ from modelyard.curation.prepare import (
 )
 from modelyard.curation.reader import RawBatch, lineage_name, raw_files
 from modelyard.curation.records import text_of
-from modelyard.curation.storage import (
+from modelyard.curation.workers import Workers
+from modelyard.settings import CurationSettings
+from modelyard.storage import (
     check_output,
     mark_output,
     private_dir,
@@ -52,8 +54,6 @@ from modelyard.curation.storage import (
     scratch_dir,
     write_json,
 )
-from modelyard.curation.workers import Workers
-from modelyard.settings import CurationSettings
 
 REASONS = {
     "malformed": "not UTF-8, not JSON, nested deeper than the parser allows, or a lone surrogate",
