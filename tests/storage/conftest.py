@@ -49,11 +49,17 @@ def bucket(s3_env) -> str:
 @pytest.fixture
 def s3_settings(settings, bucket, monkeypatch: pytest.MonkeyPatch):
     """Settings of a fresh test home whose storage root is ``s3://<bucket>/data``."""
+    import s3fs
+
     from modelyard import settings as settings_mod
     from modelyard import storage
 
+    def forget() -> None:  # clients are cached with the endpoint they were made for
+        settings_mod.get_settings.cache_clear()
+        storage._OPTIONS.clear()
+        s3fs.S3FileSystem.clear_instance_cache()
+
     monkeypatch.setenv("MODELYARD_STORAGE_ROOT", f"s3://{bucket}/data")
-    settings_mod.get_settings.cache_clear()
-    storage._OPTIONS.clear()
+    forget()
     yield settings_mod.get_settings()
-    settings_mod.get_settings.cache_clear()
+    forget()
