@@ -141,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
     output = check_output(args.output, inputs)
     try:
         with _sigterm_unwinds():
-            from modelyard.curation.workers import Workers
             from modelyard.tasks.curation import curate_into
+            from modelyard.workers import Workers
 
             threading.Thread(target=_import_gate, name="import-gate", daemon=True).start()
             with Workers(settings.curation.workers) as workers:  # one start-up for both

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from modelyard.curation.pipeline import curate
 from modelyard.curation.publish import load_history, publish
-from modelyard.curation.workers import Workers
 from modelyard.settings import Settings, get_settings
 from modelyard.storage import (
     StoragePath,
@@ -30,6 +29,7 @@ from modelyard.storage import (
     upload_dir,
 )
 from modelyard.validation import GateFailed, run_gate
+from modelyard.workers import Workers
 
 QUARANTINE = "quarantine"
 
