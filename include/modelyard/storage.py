@@ -116,6 +116,24 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def credential_env(settings: Settings) -> dict[str, str]:
+    """The root's credentials and endpoint as the AWS environment variables, for a process of
+    its own (the trainer reads and mirrors the same root, but knows no Airflow connection)."""
+    options = storage_options(settings)
+    names = {
+        "key": "AWS_ACCESS_KEY_ID",
+        "secret": "AWS_SECRET_ACCESS_KEY",
+        "token": "AWS_SESSION_TOKEN",
+    }
+    env = {var: options[key] for key, var in names.items() if options.get(key)}
+    client = options.get("client_kwargs", {})
+    if client.get("endpoint_url"):
+        env["AWS_ENDPOINT_URL"] = client["endpoint_url"]
+    if client.get("region_name"):
+        env["AWS_DEFAULT_REGION"] = client["region_name"]
+    return env
+
+
 def as_path(url: str, settings: Settings | None = None) -> StoragePath:
     """A path object for ``url`` (a local path or a storage URL, with the root's credentials)."""
     if not is_remote(url):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.settings import Settings
-from modelyard.storage import is_remote
+from modelyard.storage import credential_env, is_remote
 from trainer.config import ConfigError, TrainingRecipe, parse_config
 from trainer.redaction import redact, scrubber
 
@@ -283,6 +283,7 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
     env = {
         **os.environ,
+        **credential_env(settings),  # storage credentials from an Airflow connection, if any
         **mlflow_http_env(settings),
         "PYTHONUNBUFFERED": "1",
         TRACKING_URI_ENV: tracking_uri,

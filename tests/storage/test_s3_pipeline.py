@@ -198,3 +198,39 @@ def test_publish_killed_mid_upload_leaves_no_version_and_rerun_completes(
         storage.storage_path(settings, "datasets", version, "manifest.json").read_text()
     )
     assert rows["gx"]["success"]
+
+
+def test_credentials_from_an_airflow_aws_connection(
+    s3_settings, s3_endpoint, bucket, monkeypatch: pytest.MonkeyPatch
+):
+    """With ``storage_aws_conn_id`` the root's key, secret and endpoint come from the Airflow
+    connection alone (none in the environment), and reach the trainer's environment."""
+    from modelyard import settings as settings_mod
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    connection = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MODELYARD_S3", json.dumps(connection))
+    monkeypatch.setenv("MODELYARD_STORAGE_AWS_CONN_ID", "modelyard_s3")
+    settings_mod.get_settings.cache_clear()
+    storage._OPTIONS.clear()
+    s3fs.S3FileSystem.clear_instance_cache()
+    settings = settings_mod.get_settings()
+
+    assert storage.require_root(settings).path == f"{bucket}/data"
+    probe = storage.storage_path(settings, "probe.json")
+    storage.write_json(probe, {"written": True})
+    assert storage.read_json(probe) == {"written": True}
+    keys = _keys(s3_endpoint, bucket, "data/")  # boto3 here gets the endpoint explicitly
+    assert keys == ["data/probe.json"]
+    assert storage.credential_env(settings) == {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
