@@ -14,6 +14,7 @@ and the DAG run must succeed and register a model version with lineage.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from datetime import date
@@ -59,8 +60,11 @@ def cluster_settings(settings, bucket, postgres_server, tmp_path, monkeypatch): 
         monkeypatch.setenv("MODELYARD_MLFLOW_TRACKING_URI", url)
         # Experiments keep their artifacts behind the server: clients need no S3 access for them.
         monkeypatch.setenv("MODELYARD_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/modelyard")
-        monkeypatch.setenv("MODELYARD_TRAINING__RECIPE__EVAL_STEPS", str(SAVE_STEPS))
-        monkeypatch.setenv("MODELYARD_TRAINING__RECIPE__SAVE_STEPS", str(SAVE_STEPS))
+        # The whole recipe: one nested field's variable would replace the tuned tiny-model
+        # recipe with the trainer's bare defaults (max_seq_length 512 > the tiny model's 256).
+        recipe = settings.training.recipe.model_dump(mode="json")
+        recipe.update(eval_steps=SAVE_STEPS, save_steps=SAVE_STEPS)
+        monkeypatch.setenv("MODELYARD_TRAINING__RECIPE", json.dumps(recipe))
         settings_mod.get_settings.cache_clear()
         storage._OPTIONS.clear()
         s3fs.S3FileSystem.clear_instance_cache()
@@ -197,8 +201,6 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
 
     # The retry restored the checkpoint from S3 onto an empty disk and continued from it.
     if isinstance(train_xcom, str):
-        import json
-
         train_xcom = json.loads(train_xcom)
     assert train_xcom["resumed_from"] == f"checkpoint-{SAVE_STEPS}"
     assert train_xcom["global_step"] == MAX_STEPS

@@ -136,6 +136,7 @@ def validate_partition(staging_dir: str, settings: Settings | None = None) -> di
     """The GX gate; raises ``modelyard.validation.GateFailed`` after storing its result
     (``gx/`` and the manifest's ``gx``, back in the store when it is remote)."""
     settings = settings or get_settings()
+    require_root(settings)
     staging = as_path(staging_dir, settings)
     if not is_remote(staging):
         return run_gate(staging, settings.curation)
@@ -152,4 +153,5 @@ def validate_partition(staging_dir: str, settings: Settings | None = None) -> di
 def publish_partition(staging_dir: str, settings: Settings | None = None) -> dict:
     """Publish the validated staging dir as ``datasets/<version>/``."""
     settings = settings or get_settings()
+    require_root(settings)
     return publish(as_path(staging_dir, settings), settings)
