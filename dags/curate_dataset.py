@@ -2,6 +2,8 @@
 
 One run per data interval reads ``<storage>/raw/<ds>/``. Backfills rebuild historical
 versions; re-running a date republishes the same version id and emits no second Asset event.
+A date whose interval received production feedback is curated after ``harvest_feedback``
+wrote it into the partition (the sensor ``feedback_harvested``; why a sensor: that DAG's doc).
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ from modelyard.assets import CURATED_DATASET
     doc_md=__doc__,
 )
 def curate_dataset():
+    # Reschedule mode: a waiting run holds no worker slot. Passes at once on dates without
+    # feedback; six hours cover a late harvest, then the run fails rather than curating without.
+    @task.sensor(poke_interval=10, timeout=6 * 3600, mode="reschedule")
+    def feedback_harvested(ds=None, data_interval_start=None, data_interval_end=None) -> bool:
+        from modelyard.feedback.tasks import feedback_harvested
+
+        return feedback_harvested(ds, data_interval_start, data_interval_end)
+
     @task
     def curate(ds: str | None = None) -> dict:
         from modelyard.tasks.curation import curate_partition
@@ -62,6 +72,7 @@ def curate_dataset():
         )
 
     curated = curate()
+    feedback_harvested() >> curated
     announce(publish(curated, validate(curated)))
 
 

@@ -30,6 +30,9 @@ REASONS = {
 }
 
 ROLES = ("system", "user", "assistant")
+#: Raw files named ``feedback-*`` hold harvested production feedback (``modelyard.feedback``):
+#: curated like any raw data, counted apart in the manifest.
+FEEDBACK_PREFIX = "feedback-"
 
 # RE2 syntax (Arrow compute): the batch is normalised in C++, not one Python call a string.
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{200b}-\x{200d}\x{2060}\x{feff}]"

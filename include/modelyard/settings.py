@@ -241,6 +241,30 @@ class UISettings(_Section):
     )
 
 
+class FeedbackSettings(_Section):
+    """What ``harvest_feedback`` turns from the request log into raw training records.
+
+    Only stored requests (never ``"store": false``) of the registered model are read; a
+    rated-down answer without a correction is counted in the harvest report, never harvested.
+    """
+
+    enabled: bool = Field(
+        True,
+        description="harvest feedback, and make curate_dataset wait for the harvest of a date "
+        "the request log holds feedback for; false = curation never waits",
+    )
+    include_thumbs_up: bool = Field(
+        True, description="a rated-up answer becomes a record: the prompt and the answer served"
+    )
+    include_corrections: bool = Field(
+        True, description="an answer with a correction becomes a record: the prompt and it"
+    )
+    require_valid_format: bool = Field(
+        False,
+        description="harvest a rated-up answer only if it passed the eval suite's format check",
+    )
+
+
 def find_home() -> Path:
     """``<project root>/.local`` when this code runs from a modelyard checkout.
 
@@ -353,6 +377,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     ui: UISettings = UISettings()
     serving: ServingSettings = ServingSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     @property
     def storage(self) -> str:

@@ -265,12 +265,15 @@ def download(src: StoragePath, dest: Path) -> Path:
 
 
 def remove_tree(path: StoragePath) -> None:
-    """Remove ``path`` and everything under it, if there is anything."""
+    """Remove the file or the tree at ``path``, if there is anything."""
     if is_remote(path):
         if path.fs.exists(path.path):
             path.fs.rm(path.path, recursive=True)
         return
-    shutil.rmtree(path, ignore_errors=True)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def scratch(settings: Settings, *parts: str) -> Path:

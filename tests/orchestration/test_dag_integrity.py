@@ -22,7 +22,12 @@ def dagbag(airflow_settings):
 
 def test_bundle_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"curate_dataset", "finetune_model", "promote_model"}
+    assert set(dagbag.dag_ids) == {
+        "curate_dataset",
+        "finetune_model",
+        "harvest_feedback",
+        "promote_model",
+    }
 
 
 def test_schedules(dagbag):

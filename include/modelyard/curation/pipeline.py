@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ from modelyard.curation.prepare import (
     reference_records,
 )
 from modelyard.curation.reader import RawBatch, lineage_name, raw_files
-from modelyard.records import REASONS, text_of
+from modelyard.records import FEEDBACK_PREFIX, REASONS, text_of
 from modelyard.settings import CurationSettings
 from modelyard.storage import (
     check_output,
@@ -59,6 +60,12 @@ OUTPUTS = ("train", "eval", "rejected")
 # Settings that change how fast or what is kept outside the dataset, never what is in it.
 RUNTIME_ONLY = {"workers", "quarantine_days"}
 _DECODE = msgspec.json.Decoder().decode
+# A curated line from a feedback file: its "source" key, never text, which JSON escapes.
+_FROM_FEEDBACK = re.compile(rb'"source":\{"file":"[^"/]*/' + FEEDBACK_PREFIX.encode())
+
+
+def from_feedback(source: dict) -> bool:
+    return str(source.get("file", "")).rpartition("/")[2].startswith(FEEDBACK_PREFIX)
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +100,8 @@ class _Outputs:
         self.pending: dict[str, list[bytes]] = {n: [] for n in OUTPUTS}
         self.lines: Counter = Counter()  # newlines written: the counts, measured
         self.reasons: Counter = Counter()
+        self.feedback: Counter = Counter()  # of those, lines from feedback files
+        self.feedback_reasons: Counter = Counter()
         self.quarantine = private_file(quarantine / "rejected.jsonl") if quarantine else None
         self.quarantined = 0
 
@@ -107,6 +116,7 @@ class _Outputs:
         self.handles[name].write(data)
         self.digests[name].update(data)
         self.lines[name] += data.count(b"\n")
+        self.feedback[name] += len(_FROM_FEEDBACK.findall(data))
         self.pending[name] = []
 
     def reject(self, r: Rejection, duplicate_of: str | None = None) -> None:
@@ -119,6 +129,8 @@ class _Outputs:
             "text": r.text,
         }
         self.reasons[r.reason] += 1
+        if from_feedback(r.source):
+            self.feedback_reasons[r.reason] += 1
         self.write("rejected", [encode(entry) + b"\n"])
         if self.quarantine is not None:
             raw: dict = {"source": r.source, "reason": r.reason, "id": r.record_id}
@@ -367,8 +379,15 @@ class Curation:
 
     def _summary(self, leaked_to_train: int) -> dict:
         counts = {"input": self.input_lines, **{name: self.out.lines[name] for name in OUTPUTS}}
+        feedback = {name: self.out.feedback[name] for name in OUTPUTS}
         return {
             "counts": {**counts, "by_reason": dict(sorted(self.out.reasons.items()))},
+            # Records from harvested feedback files: where each ended, rejections by reason.
+            "feedback": {
+                "input": sum(feedback.values()),
+                **feedback,
+                "by_reason": dict(sorted(self.out.feedback_reasons.items())),
+            },
             "pii": dict(sorted(self.pii.items())),
             "quality": {
                 "classifier": self.s.quality_classifier,

@@ -69,6 +69,9 @@ class FeedbackRecord:
     user_hash: str
     prompt: list[dict] | None
     completion: str | None
+    model: str = ""
+    stored: bool = True
+    format_valid: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -154,45 +157,33 @@ class RequestLogReader:
         latest_only: bool = True,
     ) -> list[FeedbackRecord]:
         """Feedback on the requests of the window, joined to them, oldest first."""
-        f, r = feedback_table.c, requests_table.c
-        query = (
-            sa.select(
-                f.id,
-                f.ts,
-                f.response_id,
-                f.rating,
-                f.correction,
-                r.alias,
-                r.version,
-                r.ts.label("request_ts"),
-                r.user_hash,
-                r.prompt,
-                r.completion,
-            )
-            .select_from(feedback_table.join(requests_table, f.response_id == r.id))
-            .where(self._where(alias, version, since, until))
-            .order_by(f.ts, f.id)
-        )
+        query = _FEEDBACK.where(self._where(alias, version, since, until))
         with self.engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
         if latest_only:
             rows = list({row["response_id"]: row for row in rows}.values())
-        return [
-            FeedbackRecord(
-                id=row["id"],
-                time=_time(row["ts"]),
-                response_id=row["response_id"],
-                rating=row["rating"],
-                correction=row["correction"],
-                alias=row["alias"],
-                version=row["version"],
-                request_time=_time(row["request_ts"]),
-                user_hash=row["user_hash"],
-                prompt=json.loads(row["prompt"]) if row["prompt"] else None,
-                completion=row["completion"],
-            )
-            for row in rows
-        ]
+        return [_feedback(row) for row in rows]
+
+    def latest_feedback(self, *, since: Instant, until: Instant) -> list[FeedbackRecord]:
+        """Each response's latest feedback as of ``until``, for the responses whose latest
+        feedback *arrived* in ``[since, until)``, oldest first.
+
+        The unit of the daily feedback harvest, by feedback time rather than request time:
+        a window that has ended always reads the same rows, so a re-run changes nothing,
+        and feedback arriving days after its answer is harvested on the day it arrived
+        instead of being missed by a harvest that already ran.
+        """
+        f = feedback_table.c
+        rated = sa.select(f.response_id).where(f.ts >= _seconds(since), f.ts < _seconds(until))
+        query = _FEEDBACK.where(
+            requests_table.c.model == self.model,
+            f.ts < _seconds(until),
+            f.response_id.in_(rated),
+        )
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+        latest = {row["response_id"]: row for row in rows}.values()
+        return [_feedback(row) for row in latest if row["ts"] >= _seconds(since)]
 
     def arm(
         self,
@@ -228,6 +219,49 @@ class RequestLogReader:
             ratings_down=ratings.count(-1),
             latency_ms=samples,
         )
+
+
+_FEEDBACK = (
+    sa.select(
+        feedback_table.c.id,
+        feedback_table.c.ts,
+        feedback_table.c.response_id,
+        feedback_table.c.rating,
+        feedback_table.c.correction,
+        requests_table.c.model,
+        requests_table.c.alias,
+        requests_table.c.version,
+        requests_table.c.ts.label("request_ts"),
+        requests_table.c.user_hash,
+        requests_table.c.stored,
+        requests_table.c.format_valid,
+        requests_table.c.prompt,
+        requests_table.c.completion,
+    )
+    .select_from(
+        feedback_table.join(requests_table, feedback_table.c.response_id == requests_table.c.id)
+    )
+    .order_by(feedback_table.c.ts, feedback_table.c.id)
+)
+
+
+def _feedback(row) -> FeedbackRecord:
+    return FeedbackRecord(
+        id=row["id"],
+        time=_time(row["ts"]),
+        response_id=row["response_id"],
+        rating=row["rating"],
+        correction=row["correction"],
+        alias=row["alias"],
+        version=row["version"],
+        request_time=_time(row["request_ts"]),
+        user_hash=row["user_hash"],
+        prompt=json.loads(row["prompt"]) if row["prompt"] else None,
+        completion=row["completion"],
+        model=row["model"],
+        stored=row["stored"],
+        format_valid=row["format_valid"],
+    )
 
 
 def _request(row) -> RequestRecord:

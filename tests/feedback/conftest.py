@@ -1,0 +1,34 @@
+"""Feedback fixtures: a fresh home (storage and request log)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelyard.settings import Settings
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings whose home (storage, request log) is a fresh dir; no model needed."""
+    from modelyard import settings as settings_mod
+
+    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
+    settings_mod.get_settings.cache_clear()
+    yield settings_mod.get_settings()
+    settings_mod.get_settings.cache_clear()
+
+
+@pytest.fixture
+def airflow_store(store: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """``store`` plus the embedded Airflow's environment in this process (its CLI and API)."""
+    import os
+
+    from modelyard.airflow_env import airflow_env
+
+    for key, value in airflow_env(store, base={}).items():
+        if key != "PATH":
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", airflow_env(store, base=dict(os.environ))["PATH"])
+    return store
