@@ -38,7 +38,7 @@ def curate_dataset():
 
     @task
     def curate(ds: str | None = None) -> dict:
-        from modelyard.curation.tasks import curate_partition
+        from modelyard.tasks.curation import curate_partition
 
         result = curate_partition(ds)
         if result["status"] == "missing":
@@ -47,13 +47,13 @@ def curate_dataset():
 
     @task
     def validate(curated: dict) -> dict:
-        from modelyard.curation.tasks import validate_partition
+        from modelyard.tasks.curation import validate_partition
 
         return validate_partition(curated["staging_dir"])
 
     @task
     def publish(curated: dict, _validated: dict) -> dict:
-        from modelyard.curation.tasks import publish_partition
+        from modelyard.tasks.curation import publish_partition
 
         return publish_partition(curated["staging_dir"])
 

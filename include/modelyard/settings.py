@@ -359,7 +359,12 @@ class Settings(BaseSettings):
         return home.expanduser().resolve()
 
     storage_root: str = Field(
-        "", description="local path or s3://bucket/prefix; default <home>/data"
+        "", description="local path, file:// or s3://bucket/prefix; default <home>/data"
+    )
+    storage_aws_conn_id: str = Field(
+        "",
+        description="Airflow AWS connection with the S3 credentials and endpoint of an s3:// "
+        "root; empty: the environment's (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)",
     )
     mlflow_tracking_uri: str = Field("", description="default sqlite:///<home>/mlflow/mlflow.db")
     mlflow_artifact_root: str = Field("", description="default <home>/mlflow/artifacts")

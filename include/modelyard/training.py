@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.settings import Settings
+from modelyard.storage import credential_env, is_remote
 from trainer.config import ConfigError, TrainingRecipe, parse_config
 from trainer.redaction import redact, scrubber
 
@@ -59,13 +60,6 @@ _SCHEMA_KEYWORDS = (
     "minLength",
     "items",
 )
-
-
-def _is_remote(url: str) -> bool:
-    """Whether ``url`` names object storage (s3://...) rather than this machine's disk."""
-    from fsspec.utils import get_protocol
-
-    return get_protocol(url) not in ("file", "local")
 
 
 def _param_name(path: str) -> str:
@@ -162,7 +156,7 @@ def build_trainer_config(
     """
     run_dir = f"{settings.storage.rstrip('/')}/runs/{run_name}"
     output_dir, mirror_dir = run_dir, None
-    if _is_remote(run_dir):
+    if is_remote(run_dir):
         output_dir, mirror_dir = str(settings.home / "runs" / run_name), run_dir
     config = parse_config(
         {
@@ -289,6 +283,7 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
     env = {
         **os.environ,
+        **credential_env(settings),  # storage credentials from an Airflow connection, if any
         **mlflow_http_env(settings),
         "PYTHONUNBUFFERED": "1",
         TRACKING_URI_ENV: tracking_uri,

@@ -13,8 +13,8 @@ from curation_planting import long_record, read_jsonl, write_lines
 
 from modelyard.cli import main
 from modelyard.curation.pipeline import REASONS, curate
-from modelyard.curation.tasks import curate_partition
 from modelyard.settings import CurationSettings, Settings
+from modelyard.tasks.curation import curate_partition
 
 GOOD = {"prompt": "What is the capital of Peru?", "completion": "Lima is the capital of Peru."}
 DEEP = b"[" * 200_000 + b"]" * 200_000

@@ -13,10 +13,10 @@ from curation_planting import edited, long_record, read_jsonl, write_lines
 
 from modelyard.curation.contamination import HeldOut
 from modelyard.curation.pipeline import curate
-from modelyard.curation.tasks import curate_partition
 from modelyard.evaluation.contamination import manifest_leaks
 from modelyard.evaluation.gate import contamination_checks
 from modelyard.settings import CurationSettings, Settings
+from modelyard.tasks.curation import curate_partition
 from modelyard.validation import GateFailed, run_gate
 
 

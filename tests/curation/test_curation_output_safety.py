@@ -106,7 +106,7 @@ def test_a_directory_this_tool_did_not_write_is_never_replaced(
     assert (theirs / "deep" / "thesis.tex").read_text() == "years of work\n"
     assert a_file.read_text() == "not a directory\n"
     # The library refuses the same way, for every caller (the DAG task included).
-    from modelyard.curation.storage import UnsafeOutput
+    from modelyard.storage import UnsafeOutput
 
     with pytest.raises(UnsafeOutput):
         curate(raw / "2026-11-20", theirs, CurationSettings())

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from curation_planting import long_record, read_jsonl, write_lines
 
-from modelyard.curation import pii
-from modelyard.curation.tasks import curate_partition, publish_partition, validate_partition
+from modelyard import pii
 from modelyard.settings import Settings
+from modelyard.tasks.curation import curate_partition, publish_partition, validate_partition
 from modelyard.validation import GateFailed
 
 SENSITIVE = (

@@ -10,9 +10,9 @@ import pytest
 from curation_planting import edited, long_record, read_jsonl, write_lines
 
 from modelyard.cli import main
-from modelyard.curation.tasks import curate_partition, publish_partition, validate_partition
 from modelyard.sampledata import write_partition
 from modelyard.settings import Settings
+from modelyard.tasks.curation import curate_partition, publish_partition, validate_partition
 from modelyard.validation import GateFailed
 
 

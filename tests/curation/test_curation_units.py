@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from curation_planting import prose, read_jsonl, write_lines
 
-from modelyard.curation import minhash, pii
-from modelyard.curation.records import normalize
+from modelyard import pii
+from modelyard.curation import minhash
+from modelyard.records import normalize
 from modelyard.settings import CurationSettings
 
 

@@ -12,7 +12,7 @@ import json
 from datetime import date
 from pathlib import Path
 
-from modelyard.curation.tasks import curate_partition, publish_partition, validate_partition
+from modelyard.tasks.curation import curate_partition, publish_partition, validate_partition
 from modelyard.evaluation.suite import freeze_suite
 from modelyard.feedback.harvest import harvest, report_path
 from modelyard.feedback.ordering import harvest_pending

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -85,6 +85,8 @@ class Cluster:
     base_url: str
     env: dict[str, str]
     log_dir: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    stack: ExitStack | None = None
 
     @property
     def airflow_home(self) -> Path:
@@ -101,6 +103,29 @@ class Cluster:
 
     def log(self, component: str) -> str:
         return (self.log_dir / f"{component}.log").read_text(errors="replace")
+
+    def start_worker(self, name: str, queues: str, concurrency: int, **env: str) -> None:
+        """Start one more Celery worker ``<name>@host``; ``env`` overrides its environment
+        (e.g. another ``MODELYARD_HOME``: a worker with an empty local disk)."""
+        assert self.stack is not None
+        argv = [
+            "celery",
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--celery-hostname",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        component = f"worker-{name}"
+        self.procs[component] = self.stack.enter_context(_component(self, component, argv, env))
+
+    def stop(self, component: str) -> None:
+        """Stop one component (its whole process group) now."""
+        stop_process_group(self.procs.pop(component))
 
 
 def cluster_env(settings: Settings, sql_alchemy_conn: str, broker_url: str, port: int) -> dict:
@@ -129,6 +154,7 @@ def cluster_env(settings: Settings, sql_alchemy_conn: str, broker_url: str, port
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "MODELYARD_MLFLOW_TRACKING_URI": settings.tracking_uri,
             "MODELYARD_MLFLOW_ARTIFACT_ROOT": settings.artifact_root,
+            "MODELYARD_STORAGE_ROOT": settings.storage,
         }
     )
     if settings.base_model:
@@ -162,31 +188,21 @@ def distributed_airflow(
         "scheduler": ["scheduler"],
         "dag-processor": ["dag-processor"],
     }
-    for name, queues, concurrency in WORKERS:
-        commands[f"worker-{name}"] = [
-            "celery",
-            "worker",
-            "--queues",
-            queues,
-            "--concurrency",
-            str(concurrency),
-            "--celery-hostname",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ]
     with ExitStack() as stack:
-        procs = {
-            name: stack.enter_context(_component(cluster, name, argv))
-            for name, argv in commands.items()
-        }
-        _wait_healthy(cluster, procs, timeout)
+        cluster.stack = stack
+        for name, argv in commands.items():
+            cluster.procs[name] = stack.enter_context(_component(cluster, name, argv))
+        for name, queues, concurrency in WORKERS:
+            cluster.start_worker(name, queues, concurrency)
+        _wait_healthy(cluster, dict(cluster.procs), timeout)
         yield cluster
 
 
 @contextmanager
-def _component(cluster: Cluster, name: str, argv: list[str]) -> Iterator[subprocess.Popen]:
-    env = dict(cluster.env)
+def _component(
+    cluster: Cluster, name: str, argv: list[str], overrides: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    env = {**cluster.env, **(overrides or {})}
     if name.startswith("worker-"):  # each worker serves its task logs on a port of its own
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
     with (cluster.log_dir / f"{name}.log").open("wb") as log:
@@ -196,7 +212,7 @@ def _component(cluster: Cluster, name: str, argv: list[str]) -> Iterator[subproc
     try:
         yield proc
     finally:
-        stop_process_group(proc)
+        stop_process_group(proc)  # a no-op for one Cluster.stop already stopped
 
 
 def _wait_healthy(cluster: Cluster, procs: dict[str, subprocess.Popen], timeout: float) -> None:

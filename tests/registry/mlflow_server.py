@@ -22,8 +22,14 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def mlflow_server(workdir: Path, backend_store_uri: str, timeout: float = 240.0) -> Iterator[str]:
-    """Yields the server's ``http://`` URL once it answers; stops the whole process group."""
+def mlflow_server(
+    workdir: Path,
+    backend_store_uri: str,
+    timeout: float = 240.0,
+    artifacts_destination: str | None = None,
+) -> Iterator[str]:
+    """Yields the server's ``http://`` URL once it answers; stops the whole process group.
+    Artifacts are proxied to ``artifacts_destination`` (default a dir in ``workdir``)."""
     port = free_port()
     log = workdir / "mlflow-server.log"
     with log.open("wb") as out:
@@ -34,7 +40,7 @@ def mlflow_server(workdir: Path, backend_store_uri: str, timeout: float = 240.0)
                 "--backend-store-uri",
                 backend_store_uri,
                 "--artifacts-destination",
-                str(workdir / "artifacts"),
+                artifacts_destination or str(workdir / "artifacts"),
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -135,14 +135,14 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_with(args.config)
     if not args.input.exists():
         raise FileNotFoundError(f"input not found: {args.input}")
-    from modelyard.curation.storage import check_output
+    from modelyard.storage import check_output
 
     inputs = [p for p in (args.input, args.eval_reference, args.config) if p is not None]
     output = check_output(args.output, inputs)
     try:
         with _sigterm_unwinds():
-            from modelyard.curation.tasks import curate_into
-            from modelyard.curation.workers import Workers
+            from modelyard.tasks.curation import curate_into
+            from modelyard.workers import Workers
 
             threading.Thread(target=_import_gate, name="import-gate", daemon=True).start()
             with Workers(settings.curation.workers) as workers:  # one start-up for both

@@ -43,8 +43,9 @@ from modelyard.curation.prepare import (
     reference_records,
 )
 from modelyard.curation.reader import RawBatch, lineage_name, raw_files
-from modelyard.curation.records import FEEDBACK_PREFIX, text_of
-from modelyard.curation.storage import (
+from modelyard.records import FEEDBACK_PREFIX, REASONS, text_of
+from modelyard.settings import CurationSettings
+from modelyard.storage import (
     check_output,
     mark_output,
     private_dir,
@@ -53,20 +54,8 @@ from modelyard.curation.storage import (
     scratch_dir,
     write_json,
 )
-from modelyard.curation.workers import Workers
-from modelyard.settings import CurationSettings
+from modelyard.workers import Workers
 
-REASONS = {
-    "malformed": "not UTF-8, not JSON, nested deeper than the parser allows, or a lone surrogate",
-    "schema": "JSON, but none of the accepted shapes, an empty prompt or an id not one text line",
-    "quality": "failed a heuristic (length, repetition, symbols, trivial answer) or the classifier",
-    "duplicate": "same normalised text as an earlier record (duplicate_of names it)",
-    "near_duplicate": "MinHash-LSH near-duplicate of an earlier record (duplicate_of names it)",
-    "duplicate_id": "its id is already used by a different kept record of this partition",
-    "contamination": "training record overlapping the held-out side or the eval suite",
-    "oversized": "line longer than max_line_bytes (its first max_line_bytes are quarantined)",
-    "truncated": "the cut tail of a .gz file that ends mid-stream (the lines before it are kept)",
-}
 OUTPUTS = ("train", "eval", "rejected")
 # Settings that change how fast or what is kept outside the dataset, never what is in it.
 RUNTIME_ONLY = {"workers", "quarantine_days"}
@@ -82,10 +71,12 @@ def from_feedback(source: dict) -> bool:
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus a digest of the curation and validation sources."""
+    """Package version plus a digest of the sources that decide a dataset's content: curation,
+    validation and the record contract and PII scrubbing they share."""
     digest = hashlib.sha256()
     root = Path(__file__).parent.parent
-    for path in sorted([*root.glob("curation/*.py"), *root.glob("validation/*.py")]):
+    shared = [root / "records.py", root / "pii.py"]
+    for path in sorted([*root.glob("curation/*.py"), *root.glob("validation/*.py"), *shared]):
         digest.update(path.read_bytes())
     return f"{modelyard.__version__}+{digest.hexdigest()[:10]}"
 

@@ -25,10 +25,11 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from modelyard.curation import minhash, pii
+from modelyard import pii
+from modelyard.curation import minhash
 from modelyard.curation.quality import heuristic_issues
 from modelyard.curation.reader import InputError, RawBatch, read_batches
-from modelyard.curation.records import (
+from modelyard.records import (
     SchemaError,
     check_prompt,
     content_id,
@@ -37,8 +38,8 @@ from modelyard.curation.records import (
     prompt_of,
     text_of,
 )
-from modelyard.curation.workers import OrderedMap, Workers, workers_for
 from modelyard.settings import CurationSettings
+from modelyard.workers import OrderedMap, Workers, workers_for
 
 _DECODE = msgspec.json.Decoder().decode
 encode = msgspec.json.Encoder().encode

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from modelyard.storage import write_json
 
 
 def write_chart(report: dict[str, Any], path: Path) -> Path:
@@ -38,5 +39,5 @@ def write_chart(report: dict[str, Any], path: Path) -> Path:
 
 
 def write_report(report: dict[str, Any], path: Path) -> Path:
-    path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    write_json(path, report)
     return path

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import posixpath
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import fsspec
-
 from modelyard.settings import Settings
+from modelyard.storage import read_json, read_text, short_hash, storage_path, write_bytes
 
 SUITES_DIR = "eval-suites"
 METRICS_DIR = Path(__file__).parent / "metrics"
@@ -40,29 +36,7 @@ class Suite:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def records(self) -> list[dict]:
-        with fsspec.open(self.records_path, "rt", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
-def _fs(settings: Settings) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, root = fsspec.core.url_to_fs(settings.storage)
-    return fs, root
-
-
-def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    return path if "file" in fs.protocol else fs.unstrip_protocol(path)
-
-
-def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Atomic on local disks (temp + rename); object stores make each put atomic themselves."""
-    if "file" not in fs.protocol:
-        fs.pipe_file(path, data)
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+        return [json.loads(line) for line in read_text(self.records_path).splitlines() if line]
 
 
 def suite_config(settings: Settings) -> dict[str, Any]:
@@ -92,33 +66,32 @@ def metric_module_path(name_or_path: str) -> str:
 
 
 def current_suite(settings: Settings) -> Suite | None:
-    fs, root = _fs(settings)
-    current = posixpath.join(root, SUITES_DIR, "CURRENT")
-    if not fs.exists(current):
+    current = storage_path(settings, SUITES_DIR, "CURRENT")
+    if not current.exists():
         return None
-    return load_suite(settings, fs.cat_file(current).decode().strip())
+    return load_suite(settings, current.read_text(encoding="utf-8").strip())
 
 
 def load_suite(settings: Settings, version: str) -> Suite:
-    fs, root = _fs(settings)
-    base = posixpath.join(root, SUITES_DIR, version)
-    meta = json.loads(fs.cat_file(posixpath.join(base, "suite.json")))
+    base = storage_path(settings, SUITES_DIR, version)
+    meta = read_json(base / "suite.json")
     return Suite(
         version=version,
-        records_path=_url(fs, posixpath.join(base, "records.jsonl")),
+        records_path=str(base / "records.jsonl"),
         config=meta["config"],
         meta=meta,
     )
 
 
 def held_out_records(settings: Settings) -> tuple[list[dict], list[str]]:
-    """Every published dataset version's eval.jsonl, deduplicated by record id."""
-    fs, root = _fs(settings)
+    """Every published dataset version's eval.jsonl, deduplicated by record id. A version is
+    published once its manifest (written last) exists; a prefix without one is skipped."""
     by_id: dict[str, dict] = {}
     sources = []
-    for path in sorted(fs.glob(posixpath.join(root, "datasets", "*", "eval.jsonl"))):
-        sources.append(posixpath.basename(posixpath.dirname(path)))
-        for line in fs.cat_file(path).decode("utf-8").splitlines():
+    for manifest in sorted(storage_path(settings, "datasets").glob("*/manifest.json"), key=str):
+        version_dir = manifest.parent
+        sources.append(version_dir.name)
+        for line in (version_dir / "eval.jsonl").read_text(encoding="utf-8").splitlines():
             if line.strip():
                 record = json.loads(line)
                 by_id.setdefault(record["id"], record)
@@ -142,11 +115,10 @@ def freeze_suite(settings: Settings, reason: str) -> Suite:
     config = suite_config(settings)
     body = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
     digest = hashlib.sha256(body + json.dumps(config, sort_keys=True).encode()).hexdigest()
-    version = f"suite-{digest[:12]}"
-    fs, root = _fs(settings)
-    base = posixpath.join(root, SUITES_DIR, version)
+    version = f"suite-{short_hash(digest)}"
+    base = storage_path(settings, SUITES_DIR, version)
     previous = current_suite(settings)
-    if not fs.exists(posixpath.join(base, "suite.json")):
+    if not (base / "suite.json").exists():
         meta = {
             "version": version,
             "content_hash": digest,
@@ -157,9 +129,10 @@ def freeze_suite(settings: Settings, reason: str) -> Suite:
             "parent": previous.version if previous else None,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        _write(fs, posixpath.join(base, "records.jsonl"), body)
-        _write(fs, posixpath.join(base, "suite.json"), json.dumps(meta, indent=2).encode())
-    _write(fs, posixpath.join(root, SUITES_DIR, "CURRENT"), version.encode())
+        # suite.json last: its presence means the records are complete.
+        write_bytes(base / "records.jsonl", body)
+        write_bytes(base / "suite.json", json.dumps(meta, indent=2).encode())
+    write_bytes(storage_path(settings, SUITES_DIR, "CURRENT"), version.encode())
     return load_suite(settings, version)
 
 

@@ -25,24 +25,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from modelyard.curation.records import FEEDBACK_PREFIX
-from modelyard.curation.storage import storage_path
 from modelyard.feedback.policy import COUNTED, HARVESTED, decide
+from modelyard.records import FEEDBACK_PREFIX
 from modelyard.serving.logreader import FeedbackRecord, RequestLogReader
 from modelyard.serving.requestlog import log_url
 from modelyard.settings import Settings
+from modelyard.storage import StoragePath, remove_tree, storage_path, write_bytes
 
 REPORTS = "feedback"
 
 
-def report_path(settings: Settings, ds: str) -> Path:
+def report_path(settings: Settings, ds: str) -> StoragePath:
     return storage_path(settings, REPORTS, f"{ds}.json")
 
 
@@ -85,18 +84,15 @@ def _line(fb: FeedbackRecord, kind: str, completion: str) -> bytes:
     return (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomically (temporary sibling, then rename) write ``data`` unless ``path`` holds it."""
+def _write_if_changed(path: StoragePath, data: bytes) -> bool:
+    """Write ``data`` whole (``storage.write_bytes``) unless ``path`` already holds it."""
     if path.is_file() and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.jsonl: curation skips it
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)
     return True
 
 
-def _replace_feedback_file(raw_dir: Path, body: bytes) -> tuple[str | None, bool]:
+def _replace_feedback_file(raw_dir: StoragePath, body: bytes) -> tuple[str | None, bool]:
     """The date's one feedback file holds ``body`` (none if empty); (its name, changed)."""
     old = sorted(raw_dir.glob(f"{FEEDBACK_PREFIX}*.jsonl")) if raw_dir.is_dir() else []
     name = None
@@ -106,10 +102,10 @@ def _replace_feedback_file(raw_dir: Path, body: bytes) -> tuple[str | None, bool
         changed = _write_if_changed(raw_dir / name, body)
     for path in old:
         if path.name != name:
-            path.unlink()
+            remove_tree(path)
             changed = True
     if raw_dir.is_dir() and not any(raw_dir.iterdir()):
-        raw_dir.rmdir()  # a date that only had feedback, and now has none, has no partition
+        remove_tree(raw_dir)  # a date that only had feedback, and now has none, has no partition
     return name, changed
 
 

@@ -156,7 +156,7 @@ Scrubber = Callable[[list[str]], list[str]]
 
 def pii_scrubber() -> Scrubber:
     """Curation's scrubber (batched, typed placeholders such as ``<EMAIL>``)."""
-    from modelyard.curation.pii import scrub_batch
+    from modelyard.pii import scrub_batch
 
     return lambda texts: scrub_batch(texts, TallyCounter())
 

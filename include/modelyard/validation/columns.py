@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from modelyard.curation import pii
-from modelyard.curation.records import ROLES
+from modelyard import pii
+from modelyard.records import ROLES
 
 
 class _Turn(msgspec.Struct, forbid_unknown_fields=True):

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modelyard.curation.pipeline import REASONS
-from modelyard.curation.storage import read_json, write_json
-from modelyard.curation.workers import OrderedMap, Workers, workers_for
+from modelyard.records import REASONS
 from modelyard.settings import CurationSettings
+from modelyard.storage import read_json, write_json
 from modelyard.validation.columns import columns_of, spans
+from modelyard.workers import OrderedMap, Workers, workers_for
 
 SIDES = ("train", "eval")
 

@@ -16,6 +16,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+#: The documented rejection reasons: the contract curation writes and validation checks.
+REASONS = {
+    "malformed": "not UTF-8, not JSON, nested deeper than the parser allows, or a lone surrogate",
+    "schema": "JSON, but none of the accepted shapes, an empty prompt or an id not one text line",
+    "quality": "failed a heuristic (length, repetition, symbols, trivial answer) or the classifier",
+    "duplicate": "same normalised text as an earlier record (duplicate_of names it)",
+    "near_duplicate": "MinHash-LSH near-duplicate of an earlier record (duplicate_of names it)",
+    "duplicate_id": "its id is already used by a different kept record of this partition",
+    "contamination": "training record overlapping the held-out side or the eval suite",
+    "oversized": "line longer than max_line_bytes (its first max_line_bytes are quarantined)",
+    "truncated": "the cut tail of a .gz file that ends mid-stream (the lines before it are kept)",
+}
+
 ROLES = ("system", "user", "assistant")
 #: Raw files named ``feedback-*`` hold harvested production feedback (``modelyard.feedback``):
 #: curated like any raw data, counted apart in the manifest.
