@@ -45,7 +45,9 @@ def refusal(registered: Mapping[str, Any], report: Mapping[str, Any]) -> list[st
     ]
     for check in gate.get("checks") or []:
         if not check.get("passed"):
-            detail = {k: check[k] for k in ("value", "threshold", "margin") if k in check}
+            detail = {k: check[k] for k in ("value", "required", "margin") if k in check}
+            if check.get("detail"):
+                detail["detail"] = check["detail"]
             lines.append(f"  {check.get('name')}: {json.dumps(detail, default=str)}")
     return lines
 
