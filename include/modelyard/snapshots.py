@@ -2,9 +2,13 @@
 
 A model trains on every published dataset version up to the triggering date (or the last
 ``training.snapshot_window_days`` of them), not on whichever single day arrived last. The
-triggering date is the newest partition among the versions that triggered the run (several
-Asset events in one run, in any order), or the date of the version the ``dataset_version``
-Param names, or the latest published date. Versions that triggered the run are always in it.
+triggering date is the date of the version the ``dataset_version`` Param names; otherwise the
+newest of the triggering Asset events' partitions (several events in one run, in any order)
+and the latest published date. The latter matters: Airflow 3.3 hands a run only the events up
+to the moment its queue record was created (the first event that found the DAG at
+``max_active_runs``); events arriving while it waits are merged into that record and consumed
+by the same run without being listed (``_create_dag_runs_asset_triggered``). Taking the latest
+published date puts them in the snapshot anyway. Versions that triggered a run are always in it.
 
 The snapshot's id is the hash of its ordered version list, so the same history is the same
 snapshot: ``<storage>/snapshots/<id>/`` holds ``manifest.json`` (versions, counts) and one
@@ -65,20 +69,24 @@ def named_versions(params: dict, event_extras: list[dict]) -> list[str]:
     return list(dict.fromkeys(named))
 
 
-def select_versions(named: list[str], settings: Settings) -> tuple[str | None, list[dict]]:
+def select_versions(
+    named: list[str], settings: Settings, up_to_named: bool = False
+) -> tuple[str | None, list[dict]]:
     """(triggering date, manifests of the snapshot's versions ordered by partition date).
 
+    The history ends at the newest named version's date with ``up_to_named`` (the Param),
+    else at the newest of that and the latest published date (Asset events, or nothing named).
     Every version, named or found by date, is checked by ``published_manifest`` (a published
     id whose validation passed); a named version wins over the date pointer of its date.
     """
     explicit = [published_manifest(v, settings) for v in named]
     by_date = published_by_date(settings)
     dated = [m["partition"] for m in explicit if m.get("partition")]
-    if explicit and not dated:  # unpartitioned versions: nothing to put history around
+    if explicit and not dated and up_to_named:  # an unpartitioned version: no history around it
         return None, explicit
     if not dated and not by_date:
         raise FileNotFoundError("no dataset version is published yet: run curate_dataset first")
-    end = max(dated) if dated else max(by_date)
+    end = max(dated) if up_to_named and dated else max([*dated, *by_date])
     window = settings.training.snapshot_window_days
     start = (date.fromisoformat(end) - timedelta(days=window - 1)).isoformat() if window else ""
     chosen: dict[str, list[dict]] = {}
@@ -194,7 +202,10 @@ def plan_training(
     from modelyard.training import build_trainer_config
     from trainer.config import parse_config
 
-    end, manifests = select_versions(named_versions(params, event_extras), settings)
+    named = named_versions(params, event_extras)
+    end, manifests = select_versions(
+        named, settings, up_to_named=bool(params.get("dataset_version"))
+    )
     snap = build_snapshot(manifests, end, settings)
     newest = manifests[-1]
     config = build_trainer_config(

@@ -92,7 +92,11 @@ def test_bad_input_is_refused_and_a_refused_candidate_is_registered_and_visible(
     records = curated_records(80)
     versions = [
         publish(settings, "2026-10-01", records[:30], records[30:40]),
-        publish(settings, "2026-10-02", records[40:70], records[70:80]),
+        # Day 2's published train side holds day 1's held-out record records[30] (another id):
+        # the snapshot leaves it out, and the leak check reads the snapshot, what was trained on.
+        publish(
+            settings, "2026-10-02", [*records[40:70], {**records[30], "id": "x"}], records[70:80]
+        ),
     ]
     init_airflow(settings)
 
@@ -129,3 +133,8 @@ def test_bad_input_is_refused_and_a_refused_candidate_is_registered_and_visible(
         settings.storage_path / "snapshots" / mv.tags[tags.SNAPSHOT] / "train.jsonl"
     )
     assert len(snapshot_train.read_text().splitlines()) == 60
+    from mlflow.artifacts import download_artifacts
+
+    report = json.loads(Path(download_artifacts(mv.tags[tags.GATE_REPORT])).read_text())
+    assert report["train_file"] == str(snapshot_train)
+    assert "contamination.overlap" not in report["gate"]["failed"], report["gate"]["failed"]
