@@ -153,7 +153,7 @@ def _fill(tmp: Path, manifests: list[dict]) -> dict[str, Any]:
     return {"versions": rows, "train_sha256": digest.hexdigest()}
 
 
-def build_snapshot(manifests: list[dict], end: str | None, settings: Settings) -> dict[str, Any]:
+def build_snapshot(manifests: list[dict], settings: Settings) -> dict[str, Any]:
     """The snapshot of ``manifests`` (ordered), written once under ``<storage>/snapshots/<id>``."""
     versions = [m["version"] for m in manifests]
     sid = snapshot_id(versions)
@@ -168,9 +168,7 @@ def build_snapshot(manifests: list[dict], end: str | None, settings: Settings) -
                 tmp / "manifest.json",
                 {
                     "id": sid,
-                    "versions": rows,
-                    "end_date": end,
-                    "window_days": settings.training.snapshot_window_days,
+                    "versions": rows,  # a function of the id alone: no date, no setting
                     "counts": {
                         "train": sum(r["train"] for r in rows),
                         "dropped_held_out": sum(r["dropped_held_out"] for r in rows),
@@ -203,10 +201,8 @@ def plan_training(
     from trainer.config import parse_config
 
     named = named_versions(params, event_extras)
-    end, manifests = select_versions(
-        named, settings, up_to_named=bool(params.get("dataset_version"))
-    )
-    snap = build_snapshot(manifests, end, settings)
+    _, manifests = select_versions(named, settings, up_to_named=bool(params.get("dataset_version")))
+    snap = build_snapshot(manifests, settings)
     newest = manifests[-1]
     config = build_trainer_config(
         params, {"path": snap["path"], "version": snap["id"]}, run_name_for(run_id), settings
