@@ -109,6 +109,13 @@ class TrainingSettings(_Section):
     experiment: str = "modelyard-finetune"
     python: str = Field("", description="interpreter of the trainer env; empty = this one")
     timeout_minutes: int = Field(240, gt=0, le=7 * 24 * 60)
+    snapshot_window_days: int | None = Field(
+        None,
+        ge=1,
+        le=36_500,
+        description="a model trains on the published versions of this many days up to the "
+        "triggering date (that day included); None = every published day up to it",
+    )
 
 
 class MetricThreshold(_Section):
@@ -265,6 +272,27 @@ class FeedbackSettings(_Section):
     )
 
 
+class NotifySettings(_Section):
+    """Who hears about a refused candidate and a rollback (``modelyard.notify``).
+
+    Both are Airflow notifiers run from the task's callback: a JSON POST to ``webhook_url``,
+    and/or any ``BaseNotifier`` subclass named by ``notifier`` (e.g. a provider's Slack or
+    SMTP notifier) built with ``notifier_kwargs``. Empty: nobody is alerted.
+    """
+
+    webhook_url: str = Field(
+        "", pattern=r"^(https?://\S+)?$", description="JSON POST on a refusal or rollback"
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    notifier: str = Field(
+        "",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*\.)+[A-Za-z_][A-Za-z0-9_]*$|^$",
+        description="dotted path of an Airflow BaseNotifier subclass, e.g. "
+        "airflow.providers.slack.notifications.slack.SlackNotifier",
+    )
+    notifier_kwargs: dict = Field(default_factory=dict, description="arguments of `notifier`")
+
+
 def find_home() -> Path:
     """``<project root>/.local`` when this code runs from a modelyard checkout.
 
@@ -376,6 +404,7 @@ class Settings(BaseSettings):
     promotion: PromotionSettings = PromotionSettings()
     registry: RegistrySettings = RegistrySettings()
     ui: UISettings = UISettings()
+    notify: NotifySettings = NotifySettings()
     serving: ServingSettings = ServingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
 

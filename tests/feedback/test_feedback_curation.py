@@ -12,11 +12,11 @@ import json
 from datetime import date
 from pathlib import Path
 
-from modelyard.tasks.curation import curate_partition, publish_partition, validate_partition
 from modelyard.evaluation.suite import freeze_suite
 from modelyard.feedback.harvest import harvest, report_path
 from modelyard.feedback.ordering import harvest_pending
 from modelyard.sampledata import INSTRUCTION, write_partition
+from modelyard.tasks.curation import curate_partition, publish_partition, validate_partition
 from tests.feedback.traffic import at, interval, rate, request, serve
 
 D0, D1 = "2026-10-01", "2026-10-02"

@@ -101,6 +101,16 @@ def _require_passed(client: MlflowClient, name: str, version: str) -> None:
         )
 
 
+def _snapshot_tags(snapshot: dict | None) -> dict[str, str]:
+    """Lineage of the training snapshot (``modelyard.tasks.snapshots``) trained on."""
+    if not snapshot:
+        return {}
+    return {
+        tags.SNAPSHOT: snapshot["id"],
+        tags.SNAPSHOT_VERSIONS: json.dumps(list(snapshot["versions"])),
+    }
+
+
 @reports_store_errors
 def register_candidate(
     train_result: dict,
@@ -143,6 +153,7 @@ def register_candidate(
     version_tags = {
         tags.DATASET_VERSION: dataset_manifest["version"],
         tags.DATASET_HASH: dataset_manifest.get("content_hash", ""),
+        **_snapshot_tags(dataset_manifest.get("snapshot")),
         tags.BASE_MODEL: train_result["base_model"],
         tags.BASE_REVISION: str(train_result.get("base_revision") or ""),
         tags.CONFIG_HASH: train_result.get("config_hash", ""),

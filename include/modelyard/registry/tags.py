@@ -3,6 +3,8 @@
 # On each model version: its lineage and its gate result.
 DATASET_VERSION = "modelyard.dataset.version"
 DATASET_HASH = "modelyard.dataset.hash"
+SNAPSHOT = "modelyard.snapshot"  # id of the training snapshot (see modelyard.tasks.snapshots)
+SNAPSHOT_VERSIONS = "modelyard.snapshot.versions"  # JSON list of its dataset versions, in order
 BASE_MODEL = "modelyard.base_model"
 BASE_REVISION = "modelyard.base_revision"
 CONFIG_HASH = "modelyard.trainer.config_hash"
