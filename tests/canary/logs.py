@@ -55,7 +55,7 @@ def write_arm(
         log.submit(
             RequestEntry(
                 id=rid,
-                ts=now - rng.random(),
+                ts=now + 0.01 * rng.random(),  # after the canary moved, before analysis
                 model=model,
                 alias=alias,
                 version=version,

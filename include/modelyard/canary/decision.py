@@ -15,6 +15,7 @@ a summary tag on the version (:mod:`modelyard.canary.report`); every move is a l
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,6 +138,7 @@ def run_canary_analysis(
         decision, reason = decide(results, elapsed, cfg)
     report: dict[str, Any] = {
         "model": name,
+        "id": uuid.uuid4().hex[:8],
         "at": until.isoformat(timespec="milliseconds"),
         "canary_version": canary,
         "production_version": production,

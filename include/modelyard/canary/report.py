@@ -21,7 +21,9 @@ CHART_METRICS = ("error_rate", "format_validity", "thumbs_up", "latency")
 
 
 def artifact_dir(report: dict[str, Any]) -> str:
-    return f"canary/{report['at'].replace(':', '').replace('-', '')[:19]}Z"
+    """``canary/<analysis time>-<id>``: sorted by time, and two analyses never share one."""
+    stamp = report["at"].replace(":", "").replace("-", "")[:19]
+    return f"canary/{stamp}Z-{report['id']}"
 
 
 def write_chart(report: dict[str, Any], path: Path) -> Path:
