@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from modelyard.assets import CURATED_DATASET
+from modelyard.assets import CURATED_DATASET, REGISTERED_VERSION
 from modelyard.settings import get_settings
 from modelyard.training import trigger_params
 
@@ -61,13 +61,16 @@ def finetune_model():
 
         return evaluate_candidate(trained, get_settings(), plan["dataset"])
 
-    @task
+    @task(outlets=[REGISTERED_VERSION])  # auto_canary (dags/canary_analysis.py) consumes it
     def register(plan: dict, trained: dict, report: dict) -> dict:
         from modelyard.registry import register_candidate
 
         ctx = get_current_context()
         airflow_ctx = {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"]}
-        return register_candidate(trained, report, plan["dataset"], airflow_ctx, get_settings())
+        result = register_candidate(trained, report, plan["dataset"], airflow_ctx, get_settings())
+        extra = {"version": result["version"], "staging": result["staging"]}
+        ctx["outlet_events"][REGISTERED_VERSION].extra = extra
+        return result
 
     plan = prepare()
     trained = train(plan)

@@ -120,3 +120,21 @@ def test_a_good_canary_waits_for_data_and_bake_time_then_for_a_person(
     assert last["approved_by"] == ["alice"] and last["from_version"] == v1
     assert len(_analyses(settings, v2)) == 4  # every analysis recorded, the waits too
     assert run_canary_analysis(settings)["outcome"] == "no_canary"
+
+
+def test_auto_canary_moves_only_gate_passed_versions_when_on(settings, good_adapter) -> None:
+    from modelyard.canary.auto import ACTOR as AUTO
+    from modelyard.canary.auto import auto_canary
+
+    v1 = register(settings, good_adapter, "first")
+    off = settings.model_copy(update={"promotion": PromotionSettings(auto_canary=False)})
+    skipped = auto_canary(off, [{"version": v1, "staging": True}])[0]["skipped"]
+    assert "auto_canary is off" in skipped
+    assert status(settings)["aliases"] == {"staging": v1}
+    refused = auto_canary(settings, [{"version": "9", "staging": False}])
+    assert refused[0]["skipped"].startswith("the gate refused it")
+    moved = auto_canary(settings, [{"version": v1, "staging": True}], "auto_canary", "r2")
+    assert moved[0]["stage"] == "canary" and status(settings)["aliases"] == {"canary": v1}
+    assert status(settings)["ledger"][-1]["actor"] == AUTO
+    again = auto_canary(settings, [{"version": v1, "staging": True}])  # replayed event
+    assert "does not hold staging" in again[0]["skipped"]
