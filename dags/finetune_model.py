@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from modelyard.assets import CURATED_DATASET
+from modelyard.assets import CURATED_DATASET, REGISTERED_VERSION
 from modelyard.notify import ModelyardNotifier
 from modelyard.settings import get_settings
 from modelyard.training import trigger_params
@@ -97,7 +97,7 @@ def finetune_model():
             trained, get_settings(), plan["dataset"], plan["trainer_config"]["train_file"]
         )
 
-    @task
+    @task(outlets=[REGISTERED_VERSION])  # auto_canary (dags/canary_analysis.py) consumes it
     def register(plan: dict, trained: dict, report: dict) -> dict:
         from modelyard.registry import register_candidate
         from modelyard.registry.identity import airflow_actor
@@ -108,7 +108,10 @@ def finetune_model():
             "run_id": ctx["run_id"],
             "actor": airflow_actor(ctx),
         }
-        return register_candidate(trained, report, plan["dataset"], airflow_ctx, get_settings())
+        result = register_candidate(trained, report, plan["dataset"], airflow_ctx, get_settings())
+        extra = {"version": result["version"], "staging": result["staging"]}
+        ctx["outlet_events"][REGISTERED_VERSION].extra = extra
+        return result
 
     @task(retries=0, on_failure_callback=ModelyardNotifier("refused"))
     def gate(registered: dict, report: dict) -> str:
