@@ -13,6 +13,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from modelyard.notify import ModelyardNotifier
 from modelyard.settings import get_settings
 
 
@@ -77,7 +78,7 @@ def promote_model():
 
         return promote_from_run(get_settings(), params, get_current_context())
 
-    @task
+    @task(on_success_callback=ModelyardNotifier("rollback"))
     def rollback(params: dict | None = None) -> dict:
         from modelyard.registry.dag_tasks import rollback_from_run
 

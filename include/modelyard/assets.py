@@ -9,3 +9,7 @@ from airflow.sdk import Asset
 #: Name only: a URI scheme makes Airflow load every provider's URI handlers (boto3 included)
 #: on each parse, +0.12 s per DAG file measured by bench/dag_parse.py.
 CURATED_DATASET = Asset(name="modelyard_curated_dataset")
+
+#: Updated by ``finetune_model``'s ``register`` for each version it registers; ``extra`` is
+#: ``{"version", "staging"}`` (``staging`` true when the gate passed). ``auto_canary`` consumes it.
+REGISTERED_VERSION = Asset(name="modelyard_registered_version")

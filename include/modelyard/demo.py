@@ -19,9 +19,9 @@ from pathlib import Path
 
 from modelyard.airflow_env import airflow, init_airflow
 from modelyard.backfill import run_backfill
-from modelyard.catalog import latest_version
 from modelyard.sampledata import write_sample_partitions
 from modelyard.settings import Settings, get_settings
+from modelyard.tasks.catalog import latest_version
 from modelyard.tinymodel import build_tiny_model
 
 DEMO_END = date(2026, 11, 3)  # fixed dates: the demo is reproducible whatever today is

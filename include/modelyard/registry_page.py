@@ -51,6 +51,8 @@ def _lineage_labels() -> dict[str, str]:
     return {
         tags.DATASET_VERSION: "dataset version",
         tags.DATASET_HASH: "dataset hash",
+        tags.SNAPSHOT: "training snapshot",
+        tags.SNAPSHOT_VERSIONS: "snapshot versions",
         tags.BASE_MODEL: "base model",
         tags.BASE_REVISION: "base revision",
         tags.CONFIG_HASH: "config hash",

@@ -109,6 +109,13 @@ class TrainingSettings(_Section):
     experiment: str = "modelyard-finetune"
     python: str = Field("", description="interpreter of the trainer env; empty = this one")
     timeout_minutes: int = Field(240, gt=0, le=7 * 24 * 60)
+    snapshot_window_days: int | None = Field(
+        None,
+        ge=1,
+        le=36_500,
+        description="a model trains on the published versions of this many days up to the "
+        "triggering date (that day included); None = every published day up to it",
+    )
 
 
 class MetricThreshold(_Section):
@@ -185,6 +192,12 @@ class PromotionSettings(_Section):
     )
     auto_canary: bool = Field(
         True, description="a version that passed the gate moves staging -> canary on its own"
+    )
+    first_to_production: bool = Field(
+        True,
+        description="with auto_canary and nothing in production yet, the first version that "
+        "passed the gate continues canary -> production (a canary needs a live incumbent to "
+        "be compared with; this one was compared with the base model offline)",
     )
 
 
@@ -265,6 +278,27 @@ class FeedbackSettings(_Section):
     )
 
 
+class NotifySettings(_Section):
+    """Who hears about a refused candidate and a rollback (``modelyard.notify``).
+
+    Both are Airflow notifiers run from the task's callback: a JSON POST to ``webhook_url``,
+    and/or any ``BaseNotifier`` subclass named by ``notifier`` (e.g. a provider's Slack or
+    SMTP notifier) built with ``notifier_kwargs``. Empty: nobody is alerted.
+    """
+
+    webhook_url: str = Field(
+        "", pattern=r"^(https?://\S+)?$", description="JSON POST on a refusal or rollback"
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    notifier: str = Field(
+        "",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*\.)+[A-Za-z_][A-Za-z0-9_]*$|^$",
+        description="dotted path of an Airflow BaseNotifier subclass, e.g. "
+        "airflow.providers.slack.notifications.slack.SlackNotifier",
+    )
+    notifier_kwargs: dict = Field(default_factory=dict, description="arguments of `notifier`")
+
+
 def find_home() -> Path:
     """``<project root>/.local`` when this code runs from a modelyard checkout.
 
@@ -343,6 +377,84 @@ class ServingSettings(BaseModel):
         return self
 
 
+class CanaryMetric(_Section):
+    """How one live metric is judged (see ``modelyard.canary.analysis``)."""
+
+    critical: bool = Field(True, description="a fail rolls the canary back; all must pass")
+    min_samples: int = Field(
+        30,
+        ge=1,
+        le=10_000_000,
+        description="per arm: fewer requests (or ratings) = not enough data",
+    )
+    tolerance: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="worse by at most this much is still a pass: an absolute rate difference, "
+        "or for latency a fraction of production's (0.2 = up to 20 % slower)",
+    )
+
+
+def _canary_metrics() -> dict[str, CanaryMetric]:
+    return {
+        "error_rate": CanaryMetric(tolerance=0.01),
+        "format_validity": CanaryMetric(tolerance=0.02),
+        # Users rate a minority of answers, so fewer samples; a secondary signal by default.
+        "thumbs_up": CanaryMetric(critical=False, min_samples=20, tolerance=0.05),
+        "latency": CanaryMetric(critical=False, tolerance=0.2),
+    }
+
+
+class CanarySettings(_Section):
+    """The scheduled canary analysis (DAG ``canary_analysis``, ``modelyard.canary``).
+
+    Kayenta/Flagger-shaped: once both arms have ``min_samples`` requests a metric is judged
+    with a one-sided test at ``alpha``; a critical fail rolls back at once, a promotion waits
+    for ``bake_minutes``. Past ``max_bake_minutes`` without a verdict, ``on_timeout`` decides.
+    """
+
+    schedule: str = Field("*/15 * * * *", min_length=1, description="cron of canary_analysis")
+    bake_minutes: float = Field(
+        30.0, ge=0.0, le=30 * 24 * 60, description="a canary is promoted no earlier than this"
+    )
+    max_bake_minutes: float = Field(
+        24 * 60.0, gt=0.0, le=90 * 24 * 60, description="then on_timeout decides"
+    )
+    on_timeout: Literal["rollback", "promote", "wait"] = Field(
+        "rollback",
+        description="past max_bake_minutes with critical metrics still short of data: a canary "
+        "nobody uses proves nothing, so the default takes it out",
+    )
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="significance of a fail (one-sided)")
+    metrics: dict[
+        Literal["error_rate", "format_validity", "thumbs_up", "latency"], CanaryMetric
+    ] = Field(default_factory=_canary_metrics)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: object) -> object:
+        """One knob set (``MODELYARD_CANARY__METRICS__LATENCY__TOLERANCE``) keeps the others."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, object] = {k: v.model_dump() for k, v in _canary_metrics().items()}
+        for name, spec in value.items():
+            base = merged.get(name, {})
+            if isinstance(spec, CanaryMetric):
+                spec = spec.model_dump()
+            merged[name] = {**base, **spec} if isinstance(spec, dict) else spec
+        return merged
+
+    @model_validator(mode="after")
+    def _bake_within_max(self) -> CanarySettings:
+        if self.bake_minutes > self.max_bake_minutes:
+            raise ValueError(
+                f"bake_minutes ({self.bake_minutes}) is above max_bake_minutes "
+                f"({self.max_bake_minutes})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELYARD_", env_nested_delimiter="__", extra="forbid"
@@ -376,8 +488,10 @@ class Settings(BaseSettings):
     promotion: PromotionSettings = PromotionSettings()
     registry: RegistrySettings = RegistrySettings()
     ui: UISettings = UISettings()
+    notify: NotifySettings = NotifySettings()
     serving: ServingSettings = ServingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    canary: CanarySettings = CanarySettings()
 
     @property
     def storage(self) -> str:

@@ -297,6 +297,33 @@ def local_copy(path: StoragePath, settings: Settings) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def staged_dir(final: StoragePath, settings: Settings, last: Iterable[str]) -> Iterator[Path]:
+    """A local directory to fill; on a clean exit it becomes ``final`` whole, or not at all.
+
+    Local root: a scratch sibling renamed into place (a concurrent writer of the same content
+    that won the rename is fine: content-addressed). Object store: a local scratch dir whose
+    files are uploaded with ``last`` (the manifest) last. Nothing is published on an error.
+    """
+    if is_remote(final):
+        tmp = Path(tempfile.mkdtemp(prefix="stage-", dir=scratch(settings)))
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = scratch_dir(final)
+    try:
+        yield tmp
+        if is_remote(final):
+            upload_dir(tmp, final, last=last)
+        else:
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not all((final / name).exists() for name in last):
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def mtime(path: StoragePath) -> float:
     """Newest modification time of ``path`` or of anything under it (objects have no dirs)."""
     if not is_remote(path):

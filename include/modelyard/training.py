@@ -107,8 +107,9 @@ def trigger_params(settings: Settings) -> dict[str, dict]:
         "dataset_version": {
             "default": None,
             "type": ["null", "string"],
-            "description": "Published dataset version to train on (its content hash, e.g. "
-            "ds-3f2a...). Empty: the version that triggered this run, else the latest one.",
+            "description": "Published dataset version (ds- and 12 hex digits, e.g. "
+            "ds-3f2a9c01b7de) whose date ends the training snapshot: the model trains on every "
+            "published version up to that date. Empty: up to the latest published date.",
         },
         "base_model": {
             "default": None,

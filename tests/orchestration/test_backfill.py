@@ -5,6 +5,12 @@ dates, the first of which has no raw partition: a clear skip, not a failure. The
 `modelyard backfill` over the three curated dates in its own process: the dates the demo's
 backfill holds are re-run, each reports "unchanged", the published versions stay the same and no
 second Asset event is emitted. Each backfill ran one run at a time, in date order.
+
+Then training under the same scheduler: while an operator's `finetune_model` run waits for the
+GPU pool, two new dates are curated; once it is cancelled, exactly one Asset-triggered run trains
+on a snapshot holding both (and all history), the gate refuses its 2-step candidate (the `gate`
+task fails, the run note says why, the webhook is alerted) while `register` records it; the
+operator's next run on the same snapshot and recipe trains nothing and notes the version.
 """
 
 from __future__ import annotations
@@ -13,18 +19,22 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modelyard.airflow_api import AirflowAPI
+from modelyard.airflow_api import AirflowAPI, quoted
 from modelyard.airflow_env import VENV_BIN, running_airflow
 from modelyard.backfill import run_backfill
 from modelyard.sampledata import write_partition
 from tests.net import free_port
+from tests.orchestration.test_finetune_dag import Webhook
 
 pytestmark = pytest.mark.airflow
 MISSING = "2026-09-30"
@@ -63,8 +73,20 @@ def _assert_one_at_a_time_in_date_order(runs: list[dict]) -> None:
         assert run["duration"] < 600, run
 
 
-def test_backfill_after_the_demo_reports_unchanged_and_keeps_the_versions(airflow_settings):
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+def test_backfill_after_the_demo_reports_unchanged_and_keeps_the_versions(
+    airflow_settings, monkeypatch, webhook
+):
     settings = airflow_settings
+    # Read by the Airflow processes: 2 training steps (a refused candidate, fast), alerts.
+    monkeypatch.setenv("MODELYARD_TRAINING__RECIPE__MAX_STEPS", "2")
+    monkeypatch.setenv("MODELYARD_NOTIFY__WEBHOOK_URL", webhook.url)
     raw = settings.storage_path / "raw"
     for day in DATES:
         write_partition(raw, date.fromisoformat(day), n=60)
@@ -107,7 +129,97 @@ def test_backfill_after_the_demo_reports_unchanged_and_keeps_the_versions(airflo
         )  # the dates were re-run, not skipped
         _assert_one_at_a_time_in_date_order(rerun)
 
+        _two_new_dates_make_one_training_run(settings, api, raw, published, webhook)
         _check_registry_page_needs_login(settings, base_url, api)
+
+
+FT = "/api/v2/dags/finetune_model"
+NEW_DATES = ["2026-10-04", "2026-10-05"]
+
+
+def _wait(predicate: Callable[[], Any], what: str, timeout: float = 600.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(2)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _ti_state(api: AirflowAPI, run_id: str, task: str) -> str | None:
+    return api.get(f"{FT}/dagRuns/{quoted(run_id)}/taskInstances/{task}")["state"]
+
+
+def _finished(api: AirflowAPI, run_id: str) -> dict:
+    return _wait(
+        lambda: (r := api.get(f"{FT}/dagRuns/{quoted(run_id)}"))["state"] in TERMINAL and r,
+        f"finetune_model run {run_id} to finish",
+    )
+
+
+TERMINAL = ("success", "failed")
+
+
+def _two_new_dates_make_one_training_run(
+    settings, api: AirflowAPI, raw: Path, published: dict[str, str], webhook
+) -> None:
+    from mlflow import MlflowClient
+
+    from modelyard.registry import tags
+    from modelyard.registry.ledger import read_ledger
+
+    api.patch("/api/v2/pools/gpu", {"slots": 0})  # the GPU is busy elsewhere
+    api.patch(FT, {"is_paused": False})
+    waiting = api.post(f"{FT}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
+    _wait(
+        lambda: (
+            _ti_state(api, waiting, "not_trained_yet") == "success"
+            and _ti_state(api, waiting, "train") in ("scheduled", "queued")
+        ),
+        "the operator's run to wait for the GPU pool",
+    )
+    for day in NEW_DATES:
+        write_partition(raw, date.fromisoformat(day), n=60)
+    outcomes = run_backfill(
+        settings, date.fromisoformat(NEW_DATES[0]), date.fromisoformat(NEW_DATES[-1]), out=print
+    )
+    assert [o.status for o in outcomes] == ["new", "new"]
+    new_versions = [o.version for o in outcomes]
+    # The operator cancels the waiting run; the GPU frees up.
+    api.patch(f"{FT}/dagRuns/{quoted(waiting)}", {"state": "failed"})
+    api.patch("/api/v2/pools/gpu", {"slots": 1})
+
+    def asset_runs() -> list[dict]:
+        runs = api.get(f"{FT}/dagRuns", run_type="asset_triggered")["dag_runs"]
+        return [r for r in runs if r["run_type"] == "asset_triggered"]
+
+    run_id = _wait(asset_runs, "an Asset-triggered finetune_model run")[0]["dag_run_id"]
+    run = _finished(api, run_id)
+    assert len(asset_runs()) == 1  # two new dates, one training run
+    events = api.get(f"{FT}/dagRuns/{quoted(run_id)}/upstreamAssetEvents")["asset_events"]
+    assert {e["extra"]["version"] for e in events} >= {new_versions[0]}
+
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+    (mv,) = client.search_model_versions(f"name='{settings.registered_model}'")
+    every_day = [published[d] for d in DATES] + new_versions
+    assert json.loads(mv.tags[tags.SNAPSHOT_VERSIONS]) == every_day  # both new, all history
+    assert mv.tags[tags.DATASET_VERSION] == new_versions[-1]
+    # Refused: registered, the gate task failed, the run says why, the webhook heard it.
+    assert mv.tags[tags.GATE_DECISION] == "failed"
+    assert run["state"] == "failed" and _ti_state(api, run_id, "register") == "success"
+    assert _ti_state(api, run_id, "gate") == "failed"
+    assert run["note"].startswith(f"gate refused version {mv.version} of ")
+    assert [(a["event"], a["run_id"]) for a in webhook.received] == [("refused", run_id)]
+    (entry,) = read_ledger(client, settings.registered_model)
+    assert entry["actor"] == "airflow:finetune_model"  # no person triggered it
+
+    # The operator tries again: same snapshot, same recipe, nothing trains.
+    again = api.post(f"{FT}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
+    rerun = _finished(api, again)
+    assert rerun["state"] == "success"
+    assert _ti_state(api, again, "train") == "skipped"
+    assert f"already trained as version {mv.version}" in rerun["note"]
+    assert len(client.search_model_versions(f"name='{settings.registered_model}'")) == 1
 
 
 def _check_registry_page_needs_login(settings, base_url: str, api: AirflowAPI) -> None:

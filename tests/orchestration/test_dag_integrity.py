@@ -27,6 +27,8 @@ def test_bundle_imports_without_errors(dagbag):
         "finetune_model",
         "harvest_feedback",
         "promote_model",
+        "canary_analysis",
+        "auto_canary",
     }
 
 
@@ -42,6 +44,15 @@ def test_schedules(dagbag):
     finetune = dagbag.dags["finetune_model"]
     assert list(finetune.timetable.asset_condition.objects) == [CURATED_DATASET]
     assert dagbag.dags["promote_model"].timetable.can_be_scheduled is False
+    canary = dagbag.dags["canary_analysis"]
+    assert canary.timetable.expression == "*/15 * * * *" and canary.max_active_runs == 1
+    assert not canary.catchup
+    from modelyard.assets import REGISTERED_VERSION
+
+    register = finetune.get_task("register")
+    assert register.outlets == [REGISTERED_VERSION]
+    auto = dagbag.dags["auto_canary"]
+    assert list(auto.timetable.asset_condition.objects) == [REGISTERED_VERSION]
 
 
 def test_training_runs_on_the_gpu_queue_and_pool(dagbag):

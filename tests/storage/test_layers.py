@@ -18,7 +18,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "include" / "modelyard"
 STAGES = ("curation", "validation", "evaluation", "registry", "serving")
-TOP = ("tasks", "cli", "demo", "backfill", "catalog")
+TOP = ("tasks", "cli", "demo", "backfill")
 BOTTOM = ("settings", "storage", "records", "pii", "workers")
 #: Stages that import no other stage at all (their shared pieces live in BOTTOM).
 SELF_CONTAINED = ("curation", "validation")

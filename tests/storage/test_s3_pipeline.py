@@ -46,9 +46,9 @@ def test_pipeline_on_s3_root_keeps_everything_in_the_bucket(
     from mlflow import MlflowClient
 
     from modelyard import settings as settings_mod
-    from modelyard.catalog import resolve_training_input
     from modelyard.evaluation import evaluate_candidate
     from modelyard.registry import register_candidate
+    from modelyard.tasks.snapshots import plan_training
     from modelyard.training import run_trainer
 
     monkeypatch.setenv("MODELYARD_MLFLOW_ARTIFACT_ROOT", f"s3://{bucket}/mlflow")
@@ -83,12 +83,14 @@ def test_pipeline_on_s3_root_keeps_everything_in_the_bucket(
     assert staged["gx"]["success"]
     assert not (Path(settings.home) / "data").exists(), "nothing may land on a local root"
 
-    plan = resolve_training_input({"max_steps": 6}, [], "manual__s3", settings)
-    assert (
-        plan["trainer_config"]["train_file"] == f"s3://{bucket}/data/datasets/{version}/train.jsonl"
-    )
+    plan = plan_training({"max_steps": 6}, [], "manual__s3", settings)
+    snapshot = plan["dataset"]["snapshot"]
+    assert snapshot["versions"] == [version]
+    train_file = plan["trainer_config"]["train_file"]
+    assert train_file == f"s3://{bucket}/data/snapshots/{snapshot['id']}/train.jsonl"
     trained = run_trainer(plan["trainer_config"], settings)
-    report = evaluate_candidate(trained, settings, plan["dataset"])
+    report = evaluate_candidate(trained, settings, plan["dataset"], train_file)
+    assert report["train_file"] == train_file
     registered = register_candidate(
         trained,
         report,
@@ -99,6 +101,7 @@ def test_pipeline_on_s3_root_keeps_everything_in_the_bucket(
     assert registered
 
     keys = set(_keys(s3_env, bucket, ""))
+    assert f"data/snapshots/{snapshot['id']}/manifest.json" in keys
     assert any(k.startswith("data/runs/manual__s3/") for k in keys), "checkpoints mirrored"
     suite = report["suite_version"]
     assert {f"data/eval-suites/{suite}/suite.json", "data/eval-suites/CURRENT"} <= keys
@@ -152,8 +155,8 @@ _KILLED_PUBLISH = textwrap.dedent(
 def test_publish_killed_mid_upload_leaves_no_version_and_rerun_completes(
     s3_settings, s3_env, bucket, tmp_path
 ):
-    from modelyard.catalog import latest_version, load_manifest
     from modelyard.evaluation.suite import held_out_records
+    from modelyard.tasks.catalog import InvalidDatasetVersion, latest_version, load_manifest
 
     settings = s3_settings
     _upload_raw(settings, tmp_path, n=60)
@@ -171,7 +174,7 @@ def test_publish_killed_mid_upload_leaves_no_version_and_rerun_completes(
     uploaded = _keys(s3_env, bucket, f"data/datasets/{version}/")
     assert len(uploaded) == 3 and f"data/datasets/{version}/manifest.json" not in uploaded
     # Nothing takes the partial prefix for a version.
-    with pytest.raises(FileNotFoundError, match="not published"):
+    with pytest.raises(InvalidDatasetVersion, match="not published"):
         load_manifest(version, settings)
     with pytest.raises(FileNotFoundError, match="no dataset version is published"):
         latest_version(settings)

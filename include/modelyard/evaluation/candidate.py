@@ -77,9 +77,9 @@ def score_incumbent(
     return {**info, "metrics": scores.metrics, "rescored": True}, scores
 
 
-def training_records(settings: Settings, manifest: dict) -> list[dict]:
-    path = posixpath.join(settings.storage, "datasets", manifest["version"], "train.jsonl")
-    with fsspec.open(path, "rt", encoding="utf-8") as f:
+def training_records(train_file: str) -> list[dict]:
+    """The records of the file the candidate was trained on (local path or fsspec URL)."""
+    with fsspec.open(train_file, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -119,12 +119,23 @@ def _log_run(
 
 
 def evaluate_candidate(
-    train_result: dict, settings: Settings, dataset_manifest: dict
+    train_result: dict, settings: Settings, dataset_manifest: dict, train_file: str | None = None
 ) -> dict[str, Any]:
     """Score candidate and incumbent on the current suite, check contamination, run the gate.
 
-    Returns the JSON-able report (also logged to the candidate's MLflow run).
+    The leak check reads ``train_file``, the file the trainer was given (``finetune_model``
+    passes its trainer config's: the training snapshot), not a path rebuilt from a version
+    name; callers that trained on one published version may omit it (that version's
+    ``train.jsonl``). Returns the JSON-able report (also logged to the candidate's MLflow run).
     """
+    if train_file is None:
+        train_file = posixpath.join(
+            str(
+                dataset_manifest.get("path")
+                or posixpath.join(settings.storage, "datasets", dataset_manifest["version"])
+            ),
+            "train.jsonl",
+        )
     suite = ensure_suite(settings)
     client = client_for(settings)
     gate = resolve_gate(
@@ -141,7 +152,7 @@ def evaluate_candidate(
     incumbent, incumbent_scores = score_incumbent(settings, suite, train_result)
     manifest_leaks = contamination.manifest_leaks(dataset_manifest)
     overlap = contamination.overlap_leaks(
-        training_records(settings, dataset_manifest),
+        training_records(train_file),
         suite.records(),
         gate.leak_ngram,
         gate.leak_coverage,
@@ -150,6 +161,7 @@ def evaluate_candidate(
     report = {
         "suite_version": suite.version,
         "dataset_version": dataset_manifest["version"],
+        "train_file": train_file,
         "candidate": {
             "mlflow_run_id": train_result["mlflow_run_id"],
             "adapter_dir": train_result["adapter_dir"],

@@ -37,7 +37,11 @@ def load_causal_lm(
     """Base model (+ PEFT adapter) in eval mode, and the adapter's tokenizer (else the base's)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # The "Loading weights" bar is tqdm on stderr, which Airflow logs at ERROR level in a
+    # task that succeeds; a library loading models has no terminal to draw it on.
+    hf_logging.disable_progress_bar()
     revision = None if Path(base_model).exists() else base_revision
     model = AutoModelForCausalLM.from_pretrained(base_model, revision=revision)
     if adapter_dir:

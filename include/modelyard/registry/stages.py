@@ -87,6 +87,17 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     return None if version is None else str(version)
 
 
+def _require_no_failed_canary(client: MlflowClient, name: str, version: str) -> None:
+    """A version a canary analysis rolled back never moves again: only a new version (which
+    goes through the gate again) can. The tag is the analysis's record, see modelyard.canary."""
+    mv = client.get_model_version(name, version)
+    if mv.tags.get(tags.CANARY_VERDICT) == "failed":
+        raise PermissionError(
+            f"version {version} of {name} failed its canary analysis and was rolled back; "
+            "it cannot be promoted again: register a new version through the gate"
+        )
+
+
 def _require_passed(client: MlflowClient, name: str, version: str) -> None:
     try:
         mv = client.get_model_version(name, version)
@@ -99,6 +110,16 @@ def _require_passed(client: MlflowClient, name: str, version: str) -> None:
         raise PermissionError(
             f"version {version} of {name} failed the gate and can hold no alias; failed: {failed}"
         )
+
+
+def _snapshot_tags(snapshot: dict | None) -> dict[str, str]:
+    """Lineage of the training snapshot (``modelyard.tasks.snapshots``) trained on."""
+    if not snapshot:
+        return {}
+    return {
+        tags.SNAPSHOT: snapshot["id"],
+        tags.SNAPSHOT_VERSIONS: json.dumps(list(snapshot["versions"])),
+    }
 
 
 @reports_store_errors
@@ -143,6 +164,7 @@ def register_candidate(
     version_tags = {
         tags.DATASET_VERSION: dataset_manifest["version"],
         tags.DATASET_HASH: dataset_manifest.get("content_hash", ""),
+        **_snapshot_tags(dataset_manifest.get("snapshot")),
         tags.BASE_MODEL: train_result["base_model"],
         tags.BASE_REVISION: str(train_result.get("base_revision") or ""),
         tags.CONFIG_HASH: train_result.get("config_hash", ""),
@@ -225,6 +247,7 @@ def promote(
         if target is None:
             raise ValueError(f"no version of {name} holds {source_stage}: nothing to promote")
         _require_passed(client, name, target)
+        _require_no_failed_canary(client, name, target)
         if holder != target:
             raise ValueError(
                 f"version {target} of {name} does not hold {source_stage} "
@@ -359,3 +382,54 @@ def rollback(
             dag_run_id=dag_run_id,
         )
     return {"name": name, "version": target, "rolled_back_from": current, "ledger": entry}
+
+
+@reports_store_errors
+def rollback_canary(
+    settings: Settings,
+    version: str,
+    actor: str,
+    reason: str,
+    report_uri: str = "",
+    dag_id: str | None = None,
+    dag_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Take the canary out after a failed analysis: alias removed, version marked for good.
+
+    ``version`` must still hold ``canary`` under the lock (a person may have moved it since the
+    analysis read the registry; then nothing happens and the caller hears why). The version is
+    tagged ``modelyard.canary.verdict=failed`` so :func:`promote` refuses it from now on, and
+    the ledger records the move like every other (``from_version`` = the version taken out, so
+    a production rollback never picks it either).
+    """
+    ref = _version_ref(version)
+    assert ref is not None
+    _check_text(reason, None)
+    name = settings.registered_model
+    require_store(settings)
+    client = client_for(settings)
+    with transition_lock(settings) as held:
+        holder = _alias_version(client, name, "canary")
+        if holder != ref:
+            raise ValueError(
+                f"version {ref} of {name} no longer holds canary (held by {holder or 'none'}): "
+                "nothing rolled back"
+            )
+        held.confirm()
+        client.set_model_version_tag(name, ref, tags.CANARY_VERDICT, "failed")
+        client.delete_registered_model_alias(name, "canary")
+        entry = append_entry(
+            client,
+            name,
+            actor=actor,
+            action="rollback",
+            version=ref,
+            from_stage="canary",
+            to_stage=None,
+            from_version=ref,
+            reason=reason,
+            report=report_uri or None,
+            dag_id=dag_id,
+            dag_run_id=dag_run_id,
+        )
+    return {"name": name, "version": ref, "rolled_back_from": "canary", "ledger": entry}

@@ -16,6 +16,8 @@ from modelyard.settings import Settings
 LINEAGE = (
     tags.DATASET_VERSION,
     tags.DATASET_HASH,
+    tags.SNAPSHOT,
+    tags.SNAPSHOT_VERSIONS,
     tags.BASE_MODEL,
     tags.BASE_REVISION,
     tags.CONFIG_HASH,

@@ -3,6 +3,8 @@
 # On each model version: its lineage and its gate result.
 DATASET_VERSION = "modelyard.dataset.version"
 DATASET_HASH = "modelyard.dataset.hash"
+SNAPSHOT = "modelyard.snapshot"  # id of the training snapshot (see modelyard.tasks.snapshots)
+SNAPSHOT_VERSIONS = "modelyard.snapshot.versions"  # JSON list of its dataset versions, in order
 BASE_MODEL = "modelyard.base_model"
 BASE_REVISION = "modelyard.base_revision"
 CONFIG_HASH = "modelyard.trainer.config_hash"
@@ -19,6 +21,9 @@ DAG_ID = "modelyard.airflow.dag_id"
 DAG_RUN_ID = "modelyard.airflow.run_id"
 MLFLOW_RUN_ID = "modelyard.mlflow_run_id"
 ROLLED_BACK = "modelyard.rolled_back"  # set on a version production was rolled back from
+CANARY_VERDICT = "modelyard.canary.verdict"  # "failed": a canary analysis rolled it back
+CANARY_ANALYSIS = "modelyard.canary.analysis"  # JSON summary of its latest canary analysis
+CANARY_SINCE = "modelyard.canary.since"  # window start, when no ledger entry says it
 
 # On the registered model.
 GATE = "modelyard.gate"  # JSON override of GateSettings for this model
