@@ -40,6 +40,11 @@ from pathlib import Path
 import httpx
 import psutil
 
+# Run as a script, this directory comes first on sys.path, and bench/trainer.py would shadow
+# the trainer package that modelyard.settings imports.
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 VENV_BIN = Path(sys.executable).parent
 MODEL = "modelyard-assistant"
 
