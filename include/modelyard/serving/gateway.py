@@ -25,6 +25,7 @@ from modelyard.serving.metrics import GatewayMetrics
 from modelyard.serving.requestlog import FeedbackEntry, RequestEntry, RequestLogWriter, log_url
 from modelyard.serving.routing import PRODUCTION, Deployment, user_hash
 from modelyard.serving.watcher import AliasWatcher
+from modelyard.serving.worker import Worker
 from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Gateway:
             queue_size=serving.log_queue_size,
             on_written=self.metrics.log_written.inc,
             on_dropped=self.metrics.log_dropped.inc,
+            worker=Worker("modelyard-request-log"),
         )
         self.reader = RequestLogReader(log_url(settings), settings.registered_model)
         self._recent: OrderedDict[str, Served] = OrderedDict()
@@ -89,6 +91,7 @@ class Gateway:
         if self._watch is not None:
             self._watch.cancel()
         await self.backend.close()
+        await asyncio.to_thread(self.watcher.registry.close)
         await asyncio.to_thread(self.writer.close)
         self.reader.close()
 
