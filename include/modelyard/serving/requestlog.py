@@ -263,15 +263,18 @@ class BatchCommitter:
 _child_committers: dict[str, BatchCommitter] = {}
 
 
+def open_in_child(url: str, format_check: FormatCheck) -> None:
+    """Make the committer (engine and tables, scrubber) in a :class:`Worker` child, once."""
+    if url not in _child_committers:
+        _child_committers[url] = BatchCommitter(url, format_check)
+
+
 def commit_in_child(
     url: str, format_check: FormatCheck, batch: list, stopping: bool
 ) -> tuple[int, int]:
-    """:meth:`BatchCommitter.commit` in a :class:`~modelyard.serving.worker.Worker` child, with
-    the committer (engine, scrubber) made at the first batch and kept."""
-    committer = _child_committers.get(url)
-    if committer is None:
-        committer = _child_committers[url] = BatchCommitter(url, format_check)
-    return committer.commit(batch, stopping)
+    """:meth:`BatchCommitter.commit` in a :class:`Worker` child."""
+    open_in_child(url, format_check)
+    return _child_committers[url].commit(batch, stopping)
 
 
 class RequestLogWriter:
@@ -320,8 +323,10 @@ class RequestLogWriter:
         return self._full + self._refused
 
     def start(self) -> RequestLogWriter:
+        """Start the thread; with a worker, once the child is ready to commit (a database that
+        cannot be opened fails here, and no early entry waits on the child's imports)."""
         if self._worker is not None:
-            self._worker.start()  # spawned now: its imports overlap the gateway's start
+            self._worker.call(open_in_child, self.url, self._format_check)
         self._thread.start()
         return self
 
