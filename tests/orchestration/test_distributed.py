@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 PARTITION = "2026-10-01"
 RUN_ID = "distributed_s3_kill_resume"
 SAVE_STEPS = 10
-MAX_STEPS = 30
+MAX_STEPS = 20
 
 
 @pytest.fixture
