@@ -263,6 +263,11 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
     Raises ``RuntimeError`` with the last (scrubbed) lines of output when the trainer fails.
     """
     validated = parse_config(config)
+    if validated.mirror_dir:
+        # The plan was made on another worker: a mirrored run's local dir is this worker's
+        # (its own home), where a retry on a fresh machine finds nothing and restores from
+        # the mirror. Not part of the recipe hash.
+        validated.output_dir = settings.home / "runs" / validated.output_dir.name
     tracking_uri = validated.mlflow.tracking_uri or settings.tracking_uri
     validated.mlflow.tracking_uri = None  # the trainer reads it from TRACKING_URI_ENV
     written = validated.model_dump(mode="json")

@@ -237,3 +237,15 @@ def test_credentials_from_an_airflow_aws_connection(
         "AWS_ENDPOINT_URL": s3_endpoint,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+
+
+def test_quarantine_pruning_on_s3_goes_by_object_age(s3_settings, s3_env, bucket):
+    """``prune_older`` on an object store: an entry's age is its newest object's."""
+    root = storage.storage_path(s3_settings, "quarantine")
+    for version in ("ds-a", "ds-b"):
+        storage.write_bytes(root / PARTITION / version / "rejected.jsonl", b"{}\n")
+    assert storage.prune_older(root, days=1) == []
+    assert len(_keys(s3_env, bucket, "data/quarantine/")) == 2
+    removed = storage.prune_older(root, days=0)
+    assert sorted(p.name for p in removed) == ["ds-a", "ds-b"]
+    assert _keys(s3_env, bucket, "data/quarantine/") == []
