@@ -317,6 +317,17 @@ def staged_dir(final: StoragePath, settings: Settings, last: Iterable[str]) -> I
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def local_dir(path: str, mirror: str | None, settings: Settings) -> Iterator[Path]:
+    """A directory another machine may have written (a trained adapter): ``path`` when this
+    machine has it, else a local copy of ``mirror``, its copy under the storage root."""
+    if Path(path).is_dir() or not mirror:
+        yield Path(path)
+        return
+    with local_copy(as_path(mirror, settings), settings) as copy:
+        yield copy
+
+
 def mtime(path: StoragePath) -> float:
     """Newest modification time of ``path`` or of anything under it (objects have no dirs)."""
     if not is_remote(path):

@@ -316,4 +316,7 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
         raise RuntimeError(
             f"trainer exited with code {returncode}; last output:\n" + "\n".join(tail)
         )
-    return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    if validated.mirror_dir:  # evaluate/register may run on another machine: they read this
+        result["adapter_uri"] = f"{validated.mirror_dir.rstrip('/')}/adapter"
+    return result

@@ -9,6 +9,7 @@ and a publish killed mid-upload leaves no readable version, then the re-run comp
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,10 @@ def test_pipeline_on_s3_root_keeps_everything_in_the_bucket(
     train_file = plan["trainer_config"]["train_file"]
     assert train_file == f"s3://{bucket}/data/snapshots/{snapshot['id']}/train.jsonl"
     trained = run_trainer(plan["trainer_config"], settings)
+    # Evaluate and register on "another machine": the gpu worker's local run dir is gone, the
+    # adapter is read from its mirror in the bucket.
+    assert trained["adapter_uri"] == f"s3://{bucket}/data/runs/manual__s3/adapter"
+    shutil.rmtree(Path(trained["adapter_dir"]).parent)
     report = evaluate_candidate(trained, settings, plan["dataset"], train_file)
     assert report["train_file"] == train_file
     registered = register_candidate(
