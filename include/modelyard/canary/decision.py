@@ -19,7 +19,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from modelyard.canary.analysis import FAIL, NOT_ENOUGH, PASS, MetricResult, arm_summary, compare
+from modelyard.canary.analysis import FAIL, NOT_ENOUGH, MetricResult, arm_summary, compare
 from modelyard.settings import CanarySettings, Settings
 
 ACTOR = "airflow:canary_analysis"
@@ -195,6 +195,3 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines.append(f"  report: {report.get('report')}")
     return "\n".join(lines)
-
-
-__all__ = ["PASS", "decide", "format_report", "run_canary_analysis", "window_start"]
