@@ -164,10 +164,10 @@ def _challenger(settings: Settings, production: str) -> str:
     from mlflow.models import Model
 
     from modelyard.canary.auto import auto_canary
-    from modelyard.catalog import load_manifest
     from modelyard.evaluation import evaluate_candidate
     from modelyard.registry import register_candidate, tags
     from modelyard.registry.artifacts import FLAVOR, client_for, local_model_dir
+    from modelyard.tasks.catalog import load_manifest
 
     client = client_for(settings)
     mv = client.get_model_version(settings.registered_model, production)
