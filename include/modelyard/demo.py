@@ -47,9 +47,11 @@ def _status(settings: Settings) -> dict:
         return {}
 
 
-def _trigger(dag_id: str, settings: Settings, conf: dict | None = None) -> None:
+def _trigger(
+    dag_id: str, settings: Settings, conf: dict | None = None, logical_date: str | None = None
+) -> None:
     """One DAG run through Airflow; its (long) log goes to a file, its verdict to stdout."""
-    args = ["dags", "test", dag_id]
+    args = ["dags", "test", dag_id, *([logical_date] if logical_date else [])]
     if conf:
         args += ["--conf", json.dumps(conf)]
     log_dir = Path(settings.home) / "logs" / "demo"
@@ -123,7 +125,9 @@ def run_demo(
     for line in what_changed(before, after):
         print(f"  - {line}")
     if canary:
-        run_canary_demo(settings)
+        decision = run_canary_demo(settings)
+        harvest = run_harvest_demo(settings)
+        print_generation_story(settings, decision, harvest)
     return after
 
 
@@ -167,6 +171,7 @@ def _challenger(settings: Settings, production: str) -> str:
     from modelyard.evaluation import evaluate_candidate
     from modelyard.registry import register_candidate, tags
     from modelyard.registry.artifacts import FLAVOR, client_for, local_model_dir
+    from modelyard.storage import storage_path
     from modelyard.tasks.catalog import load_manifest
 
     client = client_for(settings)
@@ -185,7 +190,13 @@ def _challenger(settings: Settings, production: str) -> str:
         "config_hash": mv.tags.get(tags.CONFIG_HASH, ""),
     }
     manifest = load_manifest(mv.tags[tags.DATASET_VERSION], settings)
-    report = evaluate_candidate(trained, settings, manifest)
+    train_file = None
+    if mv.tags.get(tags.SNAPSHOT):  # the same training data as production: its snapshot
+        snapshot = mv.tags[tags.SNAPSHOT]
+        versions = json.loads(mv.tags.get(tags.SNAPSHOT_VERSIONS) or "[]")
+        manifest["snapshot"] = {"id": snapshot, "versions": versions}
+        train_file = str(storage_path(settings, "snapshots", snapshot, "train.jsonl"))
+    report = evaluate_candidate(trained, settings, manifest, train_file)
     ctx = {"dag_id": None, "run_id": None, "actor": "demo"}
     result = register_candidate(trained, report, manifest, ctx, settings)
     if not result["staging"]:
@@ -282,3 +293,60 @@ def run_canary_demo(settings: Settings) -> dict | None:
     print(format_report(report), flush=True)
     print(f"    (canary demo took {time.monotonic() - started:.0f} s)", flush=True)
     return report
+
+
+# ---- the loop closes: today's feedback becomes the next generation's data ----
+
+
+def run_harvest_demo(settings: Settings) -> dict | None:
+    """``harvest_feedback`` for today (UTC) through Airflow: the canary's rated answers become
+    ``raw/<today>/feedback-*.jsonl``, which the next ``curate_dataset`` run for today curates
+    (scrubbed, deduplicated, checked for eval-suite contamination) into the next generation."""
+    from datetime import UTC, datetime
+
+    from modelyard.feedback.harvest import report_path
+    from modelyard.storage import read_json
+
+    today = datetime.now(UTC).date().isoformat()
+    print(f"\n==> harvest_feedback for {today}: the canary's rated answers", flush=True)
+    _trigger("harvest_feedback", settings, logical_date=today)
+    report = report_path(settings, today)
+    return read_json(report) if report.exists() else None
+
+
+def print_generation_story(settings: Settings, decision: dict | None, harvest: dict | None) -> None:
+    """Which dataset, which gate, which canary decision, which feedback: one generation."""
+    state = _status(settings)
+    if not state.get("versions"):
+        return
+    production = state["aliases"].get("production")
+    version = next(v for v in state["versions"] if v["version"] == production)
+    from modelyard.registry import tags
+
+    lineage = version["lineage"]
+    print("\n==> the generation story", flush=True)
+    print(
+        f"  dataset   v{production} trained on snapshot {lineage.get(tags.SNAPSHOT) or '-'}"
+        f" (newest version {version['dataset_version']}), eval suite {version['suite_version']}",
+        flush=True,
+    )
+    versus = version.get("compared_with") or {}
+    print(
+        f"  gate      {version['gate_decision']} against {versus.get('label', '?')}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(version["metrics"].items())),
+        flush=True,
+    )
+    if decision:
+        print(
+            f"  canary    v{decision['canary_version']} vs v{decision['production_version']}: "
+            f"{decision['decision']} ({decision['reason']})",
+            flush=True,
+        )
+    if harvest:
+        outcomes = ", ".join(f"{k} {n}" for k, n in sorted(harvest["outcomes"].items()))
+        print(
+            f"  feedback  {harvest['partition']}: {harvest['records']} records into "
+            f"raw/{harvest['file'] or '-'} ({outcomes}); the next curate_dataset run for "
+            f"{harvest['partition']} curates them into the next generation",
+            flush=True,
+        )
