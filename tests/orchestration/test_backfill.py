@@ -160,6 +160,12 @@ def _finished(api: AirflowAPI, run_id: str) -> dict:
 TERMINAL = ("success", "failed")
 
 
+def _gpu_slots(api: AirflowAPI, slots: int) -> None:
+    api.request(
+        "PATCH", "/api/v2/pools/gpu", params={"update_mask": "slots"}, json={"slots": slots}
+    )
+
+
 def _two_new_dates_make_one_training_run(
     settings, api: AirflowAPI, raw: Path, published: dict[str, str], webhook
 ) -> None:
@@ -168,7 +174,7 @@ def _two_new_dates_make_one_training_run(
     from modelyard.registry import tags
     from modelyard.registry.ledger import read_ledger
 
-    api.patch("/api/v2/pools/gpu", {"slots": 0})  # the GPU is busy elsewhere
+    _gpu_slots(api, 0)  # the GPU is busy elsewhere
     api.patch(FT, {"is_paused": False})
     waiting = api.post(f"{FT}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
     _wait(
@@ -187,7 +193,7 @@ def _two_new_dates_make_one_training_run(
     new_versions = [o.version for o in outcomes]
     # The operator cancels the waiting run; the GPU frees up.
     api.patch(f"{FT}/dagRuns/{quoted(waiting)}", {"state": "failed"})
-    api.patch("/api/v2/pools/gpu", {"slots": 1})
+    _gpu_slots(api, 1)
 
     def asset_runs() -> list[dict]:
         runs = api.get(f"{FT}/dagRuns", run_type="asset_triggered")["dag_runs"]
