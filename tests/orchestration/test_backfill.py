@@ -161,9 +161,8 @@ TERMINAL = ("success", "failed")
 
 
 def _gpu_slots(api: AirflowAPI, slots: int) -> None:
-    api.request(
-        "PATCH", "/api/v2/pools/gpu", params={"update_mask": "slots"}, json={"slots": slots}
-    )
+    body = {"pool": "gpu", "slots": slots, "include_deferred": False}  # Airflow wants them all
+    api.request("PATCH", "/api/v2/pools/gpu", params={"update_mask": "slots"}, json=body)
 
 
 def _two_new_dates_make_one_training_run(
