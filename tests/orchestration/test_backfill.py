@@ -85,7 +85,9 @@ def test_backfill_after_the_demo_reports_unchanged_and_keeps_the_versions(
 ):
     settings = airflow_settings
     # Read by the Airflow processes: 2 training steps (a refused candidate, fast), alerts.
-    monkeypatch.setenv("MODELYARD_TRAINING__RECIPE__MAX_STEPS", "2")
+    # (the whole recipe: a nested env key alone would replace it with the trainer's defaults)
+    recipe = settings.training.recipe.model_copy(update={"max_steps": 2})
+    monkeypatch.setenv("MODELYARD_TRAINING__RECIPE", recipe.model_dump_json())
     monkeypatch.setenv("MODELYARD_NOTIFY__WEBHOOK_URL", webhook.url)
     raw = settings.storage_path / "raw"
     for day in DATES:
