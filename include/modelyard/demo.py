@@ -85,6 +85,7 @@ def run_demo(
     settings: Settings | None = None, max_steps: int | None = None, canary: bool = True
 ) -> dict:
     settings = settings or get_settings()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the story legible
     print(f"modelyard demo: home {settings.home}", flush=True)
     build_tiny_model(settings.default_base_model)
     raw_root = settings.storage_path / "raw"
@@ -302,14 +303,16 @@ def run_harvest_demo(settings: Settings) -> dict | None:
     """``harvest_feedback`` for today (UTC) through Airflow: the canary's rated answers become
     ``raw/<today>/feedback-*.jsonl``, which the next ``curate_dataset`` run for today curates
     (scrubbed, deduplicated, checked for eval-suite contamination) into the next generation."""
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from modelyard.feedback.harvest import report_path
     from modelyard.storage import read_json
 
-    today = datetime.now(UTC).date().isoformat()
+    day = datetime.now(UTC).date()
+    today = day.isoformat()
     print(f"\n==> harvest_feedback for {today}: the canary's rated answers", flush=True)
-    _trigger("harvest_feedback", settings, logical_date=today)
+    # `dags test` runs the interval that ends at the date it is given: [today, tomorrow).
+    _trigger("harvest_feedback", settings, logical_date=(day + timedelta(days=1)).isoformat())
     report = report_path(settings, today)
     return read_json(report) if report.exists() else None
 
