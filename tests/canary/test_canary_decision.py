@@ -165,3 +165,16 @@ def test_auto_canary_moves_only_gate_passed_versions_when_on(settings, good_adap
     v2 = register(settings, good_adapter, "second")
     assert auto_canary(settings, [{"version": v2, "staging": True}])[0]["stage"] == "canary"
     assert status(settings)["aliases"] == {"production": v1, "canary": v2}
+
+
+def test_before_the_first_model_there_is_nothing_to_watch(settings) -> None:
+    """A schedule that starts before anything is registered: no store, then no model."""
+    assert "not registered yet" in run_canary_analysis(settings)["reason"]
+    from modelyard.registry.artifacts import client_for
+
+    client_for(settings).search_registered_models()  # the store exists, the model does not
+    outcome = run_canary_analysis(settings)
+    assert (outcome["outcome"], outcome["reason"]) == (
+        "no_canary",
+        f"{settings.registered_model} is not registered yet",
+    )
