@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dag_parse.py
 	$(BIN)/python bench/curation.py
 	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf .local

@@ -36,10 +36,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 )
 def harvest_feedback():
     @task
-    def harvest(ds=None, data_interval_start=None, data_interval_end=None) -> dict:
+    def harvest(data_interval_start=None, data_interval_end=None) -> dict:
         from modelyard.feedback.tasks import harvest_interval
 
-        result = harvest_interval(ds, data_interval_start, data_interval_end)
+        # The interval names the partition (the scheduler's ds is its start; `airflow dags
+        # test harvest_feedback D+1` runs the interval [D, D+1) under the logical date D+1).
+        day = data_interval_start.date().isoformat()
+        result = harvest_interval(day, data_interval_start, data_interval_end)
         if result["status"] == "disabled":
             raise AirflowSkipException("feedback harvesting is off (feedback.enabled)")
         return result

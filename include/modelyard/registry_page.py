@@ -167,7 +167,43 @@ def version_view(row: dict[str, Any], model: str, links: Links, viewer: Viewer) 
         "dag_run": {"id": run_id, "url": links.dag_run(dag_id, run_id)},
         "mlflow_url": links.mlflow_version(model, version),
         "actions": _actions(version, aliases) if viewer.can_act else [],
+        "canary": canary_view(row.get("canary_analysis"), row.get("canary_verdict"), notes),
         "notes": notes,
+    }
+
+
+def canary_view(analysis: Any, verdict: Any, notes: list[str]) -> dict[str, Any] | None:
+    """The version's latest canary analysis (``modelyard.canary.analysis`` tag) as a table."""
+    if analysis is None:
+        return None
+    if not isinstance(analysis, dict):
+        notes.append(f"unreadable canary analysis: {fmt(analysis)}")
+        return None
+    rows = []
+    for m in analysis.get("metrics") or []:
+        if not isinstance(m, dict):
+            continue
+        samples = m.get("samples") if isinstance(m.get("samples"), list) else []
+        rows.append(
+            {
+                "name": fmt(m.get("name")),
+                "verdict": str(m.get("verdict") or "?"),
+                "critical": bool(m.get("critical")),
+                "canary": fmt(m.get("canary")),
+                "production": fmt(m.get("production")),
+                "p_value": fmt(m.get("p_value")),
+                "samples": " / ".join(fmt(n) for n in samples),
+            }
+        )
+    return {
+        "at": fmt(analysis.get("at")),
+        "outcome": fmt(analysis.get("outcome")),
+        "reason": fmt(analysis.get("reason")),
+        "production_version": fmt(analysis.get("production_version")),
+        "elapsed": fmt(analysis.get("elapsed_minutes")),
+        "report": fmt(analysis.get("report")),
+        "failed": verdict == "failed",
+        "metrics": rows,
     }
 
 

@@ -84,6 +84,17 @@ class CurationSettings(_Section):
     )
 
 
+def _merged(base: dict, override: dict) -> dict:
+    """``override`` over ``base``, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _tiny_model_recipe() -> TrainingRecipe:
     # Tuned on the tiny model: 100 LoRA steps take it from eval loss ~7 to < 1 on CPU.
     return TrainingRecipe(
@@ -116,6 +127,15 @@ class TrainingSettings(_Section):
         description="a model trains on the published versions of this many days up to the "
         "triggering date (that day included); None = every published day up to it",
     )
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _over_default_recipe(cls, value: object) -> object:
+        """A partial recipe (one ``MODELYARD_TRAINING__RECIPE__...`` variable, or a config file
+        naming a few fields) changes those fields of the default recipe, not all the others."""
+        if not isinstance(value, dict):
+            return value
+        return _merged(_tiny_model_recipe().model_dump(), value)
 
 
 class MetricThreshold(_Section):

@@ -25,7 +25,6 @@ itself (no copy). The local-directory helpers at the bottom (``check_output``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -58,12 +57,6 @@ class StorageError(RuntimeError):
 def short_hash(digest: str, length: int = 12) -> str:
     """The short form of a hex digest used in content addresses (``ds-<12 hex>``)."""
     return digest[:length]
-
-
-def content_id(prefix: str, data: bytes) -> tuple[str, str]:
-    """``(f"{prefix}-{short}", full sha256)`` of ``data``: the content-address of a version."""
-    digest = hashlib.sha256(data).hexdigest()
-    return f"{prefix}-{short_hash(digest)}", digest
 
 
 def protocol(url: str) -> str:
@@ -322,6 +315,17 @@ def staged_dir(final: StoragePath, settings: Settings, last: Iterable[str]) -> I
                     raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def local_dir(path: str, mirror: str | None, settings: Settings) -> Iterator[Path]:
+    """A directory another machine may have written (a trained adapter): ``path`` when this
+    machine has it, else a local copy of ``mirror``, its copy under the storage root."""
+    if Path(path).is_dir() or not mirror:
+        yield Path(path)
+        return
+    with local_copy(as_path(mirror, settings), settings) as copy:
+        yield copy
 
 
 def mtime(path: StoragePath) -> float:

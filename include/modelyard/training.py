@@ -263,6 +263,11 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
     Raises ``RuntimeError`` with the last (scrubbed) lines of output when the trainer fails.
     """
     validated = parse_config(config)
+    if validated.mirror_dir:
+        # The plan was made on another worker: a mirrored run's local dir is this worker's
+        # (its own home), where a retry on a fresh machine finds nothing and restores from
+        # the mirror. Not part of the recipe hash.
+        validated.output_dir = settings.home / "runs" / validated.output_dir.name
     tracking_uri = validated.mlflow.tracking_uri or settings.tracking_uri
     validated.mlflow.tracking_uri = None  # the trainer reads it from TRACKING_URI_ENV
     written = validated.model_dump(mode="json")
@@ -311,4 +316,7 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
         raise RuntimeError(
             f"trainer exited with code {returncode}; last output:\n" + "\n".join(tail)
         )
-    return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    if validated.mirror_dir:  # evaluate/register may run on another machine: they read this
+        result["adapter_uri"] = f"{validated.mirror_dir.rstrip('/')}/adapter"
+    return result

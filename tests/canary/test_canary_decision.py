@@ -4,6 +4,7 @@ waits for data and its bake time, then needs the human approval when settings as
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from serving.harness import register
 from modelyard.canary.decision import ACTOR, format_report, run_canary_analysis
 from modelyard.registry import approve, promote, status
 from modelyard.registry.tags import CANARY_ANALYSIS, CANARY_VERDICT
+from modelyard.registry_page import Links, Viewer, render_registry
 from modelyard.serving.requestlog import log_url
 from modelyard.settings import PromotionSettings
 
@@ -80,6 +82,20 @@ def test_a_failing_canary_is_rolled_back_recorded_and_never_promoted_again(
     with pytest.raises(PermissionError, match="register a new version"):
         promote(settings, to="canary", actor="someone", reason="retry", version=v2)
     assert status(settings)["aliases"]["production"] == v1
+
+    # The registry page shows the analysis under the version: outcome, metrics, p-values.
+    html = render_registry(status(settings), Viewer(name="alice", can_act=False), Links())
+    section = html[html.index(f'id="version-{v2}"') :]
+    section = section[: section.index("</section>")]
+    assert "failed canary: never promoted again" in section and "rolled_back" in section
+    rows = re.findall(r'<tr class="(\w+)"><td>([a-z_]+)( \(critical\))?</td>', section)
+    assert {(verdict, metric) for verdict, metric, _ in rows} >= {
+        ("fail", "error_rate"),
+        ("fail", "format_validity"),
+        ("not_enough_data", "thumbs_up"),
+    }
+    assert report["report"] in section
+    assert "canary-analysis" not in html[html.index(f'id="version-{v1}"') :]
 
 
 def test_a_good_canary_waits_for_data_and_bake_time_then_for_a_person(
@@ -149,3 +165,16 @@ def test_auto_canary_moves_only_gate_passed_versions_when_on(settings, good_adap
     v2 = register(settings, good_adapter, "second")
     assert auto_canary(settings, [{"version": v2, "staging": True}])[0]["stage"] == "canary"
     assert status(settings)["aliases"] == {"production": v1, "canary": v2}
+
+
+def test_before_the_first_model_there_is_nothing_to_watch(settings) -> None:
+    """A schedule that starts before anything is registered: no store, then no model."""
+    assert "not registered yet" in run_canary_analysis(settings)["reason"]
+    from modelyard.registry.artifacts import client_for
+
+    client_for(settings).search_registered_models()  # the store exists, the model does not
+    outcome = run_canary_analysis(settings)
+    assert (outcome["outcome"], outcome["reason"]) == (
+        "no_canary",
+        f"{settings.registered_model} is not registered yet",
+    )

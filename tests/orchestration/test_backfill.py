@@ -85,7 +85,9 @@ def test_backfill_after_the_demo_reports_unchanged_and_keeps_the_versions(
 ):
     settings = airflow_settings
     # Read by the Airflow processes: 2 training steps (a refused candidate, fast), alerts.
-    monkeypatch.setenv("MODELYARD_TRAINING__RECIPE__MAX_STEPS", "2")
+    # (the whole recipe: a nested env key alone would replace it with the trainer's defaults)
+    recipe = settings.training.recipe.model_copy(update={"max_steps": 2})
+    monkeypatch.setenv("MODELYARD_TRAINING__RECIPE", recipe.model_dump_json())
     monkeypatch.setenv("MODELYARD_NOTIFY__WEBHOOK_URL", webhook.url)
     raw = settings.storage_path / "raw"
     for day in DATES:
@@ -160,6 +162,11 @@ def _finished(api: AirflowAPI, run_id: str) -> dict:
 TERMINAL = ("success", "failed")
 
 
+def _gpu_slots(api: AirflowAPI, slots: int) -> None:
+    body = {"pool": "gpu", "slots": slots, "include_deferred": False}  # Airflow wants them all
+    api.request("PATCH", "/api/v2/pools/gpu", params={"update_mask": "slots"}, json=body)
+
+
 def _two_new_dates_make_one_training_run(
     settings, api: AirflowAPI, raw: Path, published: dict[str, str], webhook
 ) -> None:
@@ -168,7 +175,7 @@ def _two_new_dates_make_one_training_run(
     from modelyard.registry import tags
     from modelyard.registry.ledger import read_ledger
 
-    api.patch("/api/v2/pools/gpu", {"slots": 0})  # the GPU is busy elsewhere
+    _gpu_slots(api, 0)  # the GPU is busy elsewhere
     api.patch(FT, {"is_paused": False})
     waiting = api.post(f"{FT}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
     _wait(
@@ -187,7 +194,7 @@ def _two_new_dates_make_one_training_run(
     new_versions = [o.version for o in outcomes]
     # The operator cancels the waiting run; the GPU frees up.
     api.patch(f"{FT}/dagRuns/{quoted(waiting)}", {"state": "failed"})
-    api.patch("/api/v2/pools/gpu", {"slots": 1})
+    _gpu_slots(api, 1)
 
     def asset_runs() -> list[dict]:
         runs = api.get(f"{FT}/dagRuns", run_type="asset_triggered")["dag_runs"]

@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 PARTITION = "2026-10-01"
 RUN_ID = "distributed_s3_kill_resume"
 SAVE_STEPS = 10
-MAX_STEPS = 30
+MAX_STEPS = 20
 
 
 @pytest.fixture
@@ -58,6 +58,10 @@ def cluster_settings(settings, bucket, postgres_server, tmp_path, monkeypatch): 
     ):
         monkeypatch.setenv("MODELYARD_STORAGE_ROOT", f"s3://{bucket}/data")
         monkeypatch.setenv("MODELYARD_MLFLOW_TRACKING_URI", url)
+        # Alias moves from several machines exclude each other through the server's database.
+        monkeypatch.setenv("MODELYARD_REGISTRY__LOCK_URL", mlflow_db)
+        # The DAG's retry delay (1 min, backoff x2: 60-120 s here) capped, to keep test time.
+        monkeypatch.setenv("AIRFLOW__CORE__MAX_TASK_RETRY_DELAY", "30")
         # Experiments keep their artifacts behind the server: clients need no S3 access for them.
         monkeypatch.setenv("MODELYARD_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/modelyard")
         # The whole recipe: one nested field's variable would replace the tuned tiny-model
@@ -162,7 +166,8 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
         first_home = Path(settings.home) / "runs" / RUN_ID
         assert (first_home / "checkpoints").is_dir()
         trainer.send_signal(signal.SIGKILL)
-        api.wait_for(lambda: _train_state(api) == "up_for_retry", "train to be retried", 120)
+        # Within the 30 s retry delay: the lost worker must not take the retry.
+        api.wait_for(lambda: _train_state(api) == "up_for_retry", "train to fail", 60, 0.5)
         # The gpu machine is gone; a new one, with nothing on its local disk, takes the queue.
         cluster.stop("worker-gpu")
         cluster.start_worker("gpu2", "gpu", 1, MODELYARD_HOME=str(empty_home))

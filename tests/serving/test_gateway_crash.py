@@ -1,5 +1,5 @@
 """A gateway SIGKILLed under load leaves a readable log that lost at most the last flush
-interval, and a restarted gateway appends to it."""
+interval and no orphaned child process, and a restarted gateway appends to it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sqlite3
 import time
 
 import httpx
+import psutil
 from harness import GatewayProcess, Traffic, chat, register, set_aliases
 
 from modelyard.serving.logreader import RequestLogReader
@@ -22,11 +23,17 @@ def test_sigkill_under_load_keeps_a_readable_log(settings, tiny_model, weak_adap
     env = {"MODELYARD_SERVING__LOG_FLUSH_SECONDS": str(FLUSH)}
     gateway = GatewayProcess(settings.home, tiny_model, env).start()
     gateway.wait_routes(version, None)
+    # Its log writer and registry reads run in child processes (modelyard.serving.worker).
+    children = psutil.Process(gateway.proc.pid).children(recursive=True)
+    assert len(children) >= 2
     with Traffic(gateway.url, clients=4, max_tokens=2) as traffic:
         traffic.wait_for(30)
         gateway.kill()
         killed_at = time.time()
     answered = [r for r in traffic.snapshot() if r.status == 200]
+    # They finish what they were handed and exit on their own: nothing is left running.
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []
 
     path = log_url(settings).removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:  # plain sqlite3: readable without modelyard's help

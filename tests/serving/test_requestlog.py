@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from modelyard.evaluation.suite import freeze_suite
 from modelyard.serving.formatcheck import format_check
 from modelyard.serving.logreader import RequestLogReader
 from modelyard.serving.requestlog import FeedbackEntry, RequestEntry, RequestLogWriter
+from modelyard.serving.worker import Worker
 
 VALID = json.dumps({"name": "Ines", "job": "pilot", "city": "Rome"})
 MISSING_CITY = json.dumps({"name": "Ines", "job": "pilot"})
@@ -47,10 +49,15 @@ def entry(i: int, alias: str, version: str, completion: str | None, **kw) -> Req
 
 
 def write(url: str, settings, entries: list) -> RequestLogWriter:
-    writer = RequestLogWriter(url, format_check(settings), flush_seconds=0.05).start()
+    """Through a log process, as the gateway writes; it is gone once the writer is closed."""
+    worker = Worker("test-request-log")
+    writer = RequestLogWriter(url, format_check(settings), flush_seconds=0.05, worker=worker)
+    writer.start()
+    child = worker._proc
     for e in entries:
         assert writer.submit(e)
     writer.close()
+    assert child.pid != os.getpid() and child.exitcode == 0
     return writer
 
 
@@ -149,8 +156,8 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path, settings) -> No
 def test_a_refused_batch_is_retried_then_dropped(tmp_path, settings, caplog) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     writer = RequestLogWriter(url, format_check(settings), flush_seconds=0.05)
-    writer.RETRIES = 1
-    with writer._engine.begin() as conn:  # the database refuses every insert from now on
+    writer.committer.retries = 1
+    with writer.committer.engine.begin() as conn:  # the database refuses every insert from now on
         conn.exec_driver_sql("DROP TABLE serving_requests")
     writer.start()
     assert writer.submit(entry(0, "production", "1", VALID))

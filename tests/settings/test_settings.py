@@ -75,3 +75,18 @@ def test_sections_bound_numbers_and_forbid_unknown_keys(section: str, values: di
     model = {"gate": GateSettings}[section]
     with pytest.raises(ValueError):
         model.model_validate(values)
+
+
+def test_one_recipe_variable_changes_that_field_and_keeps_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelyard.settings import Settings, _tiny_model_recipe
+
+    monkeypatch.setenv("MODELYARD_TRAINING__RECIPE__EVAL_STEPS", "10")
+    monkeypatch.setenv("MODELYARD_TRAINING__RECIPE__LORA__ALPHA", "8")
+    recipe = Settings().training.recipe
+    default = _tiny_model_recipe()
+    assert (recipe.eval_steps, recipe.lora.alpha) == (10, 8)
+    assert recipe.model_dump(exclude={"eval_steps"}) == default.model_dump(
+        exclude={"eval_steps"}
+    ) | {"lora": {**default.lora.model_dump(), "alpha": 8}}

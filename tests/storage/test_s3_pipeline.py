@@ -9,6 +9,7 @@ and a publish killed mid-upload leaves no readable version, then the re-run comp
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,10 @@ def test_pipeline_on_s3_root_keeps_everything_in_the_bucket(
     train_file = plan["trainer_config"]["train_file"]
     assert train_file == f"s3://{bucket}/data/snapshots/{snapshot['id']}/train.jsonl"
     trained = run_trainer(plan["trainer_config"], settings)
+    # Evaluate and register on "another machine": the gpu worker's local run dir is gone, the
+    # adapter is read from its mirror in the bucket.
+    assert trained["adapter_uri"] == f"s3://{bucket}/data/runs/manual__s3/adapter"
+    shutil.rmtree(Path(trained["adapter_dir"]).parent)
     report = evaluate_candidate(trained, settings, plan["dataset"], train_file)
     assert report["train_file"] == train_file
     registered = register_candidate(
@@ -237,3 +242,15 @@ def test_credentials_from_an_airflow_aws_connection(
         "AWS_ENDPOINT_URL": s3_endpoint,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+
+
+def test_quarantine_pruning_on_s3_goes_by_object_age(s3_settings, s3_env, bucket):
+    """``prune_older`` on an object store: an entry's age is its newest object's."""
+    root = storage.storage_path(s3_settings, "quarantine")
+    for version in ("ds-a", "ds-b"):
+        storage.write_bytes(root / PARTITION / version / "rejected.jsonl", b"{}\n")
+    assert storage.prune_older(root, days=1) == []
+    assert len(_keys(s3_env, bucket, "data/quarantine/")) == 2
+    removed = storage.prune_older(root, days=0)
+    assert sorted(p.name for p in removed) == ["ds-a", "ds-b"]
+    assert _keys(s3_env, bucket, "data/quarantine/") == []

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from scipy import stats
@@ -194,7 +193,3 @@ def arm_summary(arm: ArmStats) -> dict[str, Any]:
         "latency_p50_ms": statistics.median(lat) if lat else None,
         "latency_p95_ms": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None,
     }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -19,7 +19,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from modelyard.canary.analysis import FAIL, NOT_ENOUGH, PASS, MetricResult, arm_summary, compare
+from modelyard.canary.analysis import FAIL, NOT_ENOUGH, MetricResult, arm_summary, compare
 from modelyard.settings import CanarySettings, Settings
 
 ACTOR = "airflow:canary_analysis"
@@ -104,18 +104,27 @@ def run_canary_analysis(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Analyse the version holding ``canary``, act on the verdict, record it; the report."""
+    from mlflow.exceptions import MlflowException
+
     from modelyard.canary import report as reports
     from modelyard.registry.artifacts import client_for
-    from modelyard.registry.connection import require_store
+    from modelyard.registry.connection import StoreMissing, require_store
     from modelyard.registry.ledger import read_ledger
     from modelyard.registry.stages import rollback_canary
     from modelyard.serving.logreader import RequestLogReader
 
     cfg = settings.canary
     name = settings.registered_model
-    require_store(settings)
-    client = client_for(settings)
-    aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    try:
+        require_store(settings)
+        client = client_for(settings)
+        model = client.get_registered_model(name)
+    except (StoreMissing, MlflowException) as exc:
+        if isinstance(exc, MlflowException) and exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        # A schedule that starts before the first model: nothing to watch yet, not a failure.
+        return {"model": name, "outcome": "no_canary", "reason": f"{name} is not registered yet"}
+    aliases = {a: str(v) for a, v in model.aliases.items()}
     canary = aliases.get("canary")
     if canary is None:
         return {"model": name, "outcome": "no_canary", "reason": "no version holds canary"}
@@ -195,6 +204,3 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines.append(f"  report: {report.get('report')}")
     return "\n".join(lines)
-
-
-__all__ = ["PASS", "decide", "format_report", "run_canary_analysis", "window_start"]

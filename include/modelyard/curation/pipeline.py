@@ -52,6 +52,7 @@ from modelyard.storage import (
     private_file,
     replace_dir,
     scratch_dir,
+    short_hash,
     write_json,
 )
 from modelyard.workers import Workers
@@ -477,7 +478,7 @@ def _manifest(
     }
     content_hash = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return {
-        "version": f"ds-{content_hash[:12]}",
+        "version": f"ds-{short_hash(content_hash)}",
         "content_hash": content_hash,
         "partition": partition,
         **summary,

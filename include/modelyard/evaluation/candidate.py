@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import fsspec
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
@@ -22,6 +21,7 @@ from modelyard.evaluation.suite import Suite, ensure_suite
 from modelyard.registry import tags
 from modelyard.registry.artifacts import client_for, load_causal_lm, load_model
 from modelyard.settings import Settings
+from modelyard.storage import as_path, local_dir
 
 
 def _registered_tags(client: MlflowClient, name: str) -> dict[str, str]:
@@ -77,9 +77,9 @@ def score_incumbent(
     return {**info, "metrics": scores.metrics, "rescored": True}, scores
 
 
-def training_records(train_file: str) -> list[dict]:
-    """The records of the file the candidate was trained on (local path or fsspec URL)."""
-    with fsspec.open(train_file, "rt", encoding="utf-8") as f:
+def training_records(train_file: str, settings: Settings) -> list[dict]:
+    """The records of the file the candidate was trained on (a path or a storage URL)."""
+    with as_path(train_file, settings).open("r", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -141,18 +141,18 @@ def evaluate_candidate(
     gate = resolve_gate(
         settings.gate, _registered_tags(client, settings.registered_model).get(tags.GATE)
     )
-    candidate = score(
-        *load_causal_lm(
-            train_result["base_model"],
-            train_result.get("base_revision"),
-            train_result["adapter_dir"],
-        ),
-        suite,
-    )
+    adapter = train_result["adapter_dir"]
+    with local_dir(adapter, train_result.get("adapter_uri"), settings) as adapter_dir:
+        candidate = score(
+            *load_causal_lm(
+                train_result["base_model"], train_result.get("base_revision"), str(adapter_dir)
+            ),
+            suite,
+        )
     incumbent, incumbent_scores = score_incumbent(settings, suite, train_result)
     manifest_leaks = contamination.manifest_leaks(dataset_manifest)
     overlap = contamination.overlap_leaks(
-        training_records(train_file),
+        training_records(train_file, settings),
         suite.records(),
         gate.leak_ngram,
         gate.leak_coverage,

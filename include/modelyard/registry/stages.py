@@ -27,6 +27,7 @@ from modelyard.registry.identity import os_user
 from modelyard.registry.ledger import append_entry, read_ledger
 from modelyard.registry.lock import lock_target, transition_lock
 from modelyard.settings import Settings
+from modelyard.storage import local_dir
 
 PREVIOUS_STAGE = {"canary": "staging", "production": "canary"}
 MAX_REASON_CHARS = 2000
@@ -154,13 +155,10 @@ def register_candidate(
     metrics = eval_report["candidate"]["metrics"]
     suite = eval_report["suite_version"]
     incumbent = eval_report.get("incumbent", {})
-    source = log_model_dir(
-        client,
-        run_id,
-        train_result["adapter_dir"],
-        train_result["base_model"],
-        train_result.get("base_revision"),
-    )
+    adapter_dir, adapter_uri = train_result["adapter_dir"], train_result.get("adapter_uri")
+    with local_dir(adapter_dir, adapter_uri, settings) as adapter:
+        base, revision = train_result["base_model"], train_result.get("base_revision")
+        source = log_model_dir(client, run_id, str(adapter), base, revision)
     version_tags = {
         tags.DATASET_VERSION: dataset_manifest["version"],
         tags.DATASET_HASH: dataset_manifest.get("content_hash", ""),

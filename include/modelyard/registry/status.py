@@ -101,6 +101,8 @@ def _version_row(mv, aliases: list[str]) -> dict[str, Any]:
         ),
         "compared_with": _incumbent(t, notes),
         "rolled_back": t.get(tags.ROLLED_BACK) == "true",
+        "canary_verdict": t.get(tags.CANARY_VERDICT),
+        "canary_analysis": _json(t, tags.CANARY_ANALYSIS, notes),
         "lineage": {k: t.get(k) for k in LINEAGE},
         "notes": notes,
     }

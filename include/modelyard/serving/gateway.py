@@ -10,6 +10,7 @@ counted (``modelyard_serving_rejected_total``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -25,6 +26,7 @@ from modelyard.serving.metrics import GatewayMetrics
 from modelyard.serving.requestlog import FeedbackEntry, RequestEntry, RequestLogWriter, log_url
 from modelyard.serving.routing import PRODUCTION, Deployment, user_hash
 from modelyard.serving.watcher import AliasWatcher
+from modelyard.serving.worker import Worker
 from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class Gateway:
             queue_size=serving.log_queue_size,
             on_written=self.metrics.log_written.inc,
             on_dropped=self.metrics.log_dropped.inc,
+            worker=Worker("modelyard-request-log"),
         )
         self.reader = RequestLogReader(log_url(settings), settings.registered_model)
         self._recent: OrderedDict[str, Served] = OrderedDict()
@@ -83,12 +86,17 @@ class Gateway:
 
     async def start(self) -> None:
         self.writer.start()
+        # What is loaded by now lives as long as the process; a full collection would scan it
+        # for nothing, in the middle of requests (60 ms of CPU for the ~90k objects of a
+        # started openai-backend gateway, measured on this box; none once frozen).
+        gc.freeze()
         self._watch = asyncio.create_task(self.watcher.run(), name="alias-watch")
 
     async def stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
         await self.backend.close()
+        await asyncio.to_thread(self.watcher.registry.close)
         await asyncio.to_thread(self.writer.close)
         self.reader.close()
 

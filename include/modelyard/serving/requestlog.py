@@ -30,14 +30,16 @@ Schema (SQLAlchemy Core, created on first use; times are UTC unix seconds)::
                                           sent with ``"store": false``
 
 Writing never blocks a request: :meth:`RequestLogWriter.submit` appends the entry to a bounded
-buffer and returns. One background thread wakes every ``log_flush_seconds``, scrubs the buffered
-texts with curation's PII scrubber and checks formats (both batched, off the request path), and
-commits them in transactions of up to ``log_batch_size`` rows. When ``log_queue_size`` entries
-are waiting, a new one is dropped and counted (``modelyard_serving_log_dropped_total``, and a
-warning): losing a log row is better than stalling traffic, and the counter says it happened. A
-batch the database refuses is retried for a while, then dropped and counted the same way. SQLite
-runs in WAL mode with ``synchronous=NORMAL``: a SIGKILL of the gateway loses at most the entries
-of the last flush interval and leaves a readable file. Read it with
+buffer and returns. One background thread wakes every ``log_flush_seconds`` and hands the buffered
+entries to the gateway's log process (:mod:`modelyard.serving.worker`), which scrubs the texts
+with curation's PII scrubber and checks formats (both batched, off the request path and off its
+GIL) and commits them in transactions of up to ``log_batch_size`` rows. When ``log_queue_size``
+entries are waiting, a new one is dropped and counted (``modelyard_serving_log_dropped_total``,
+and a warning): losing a log row is better than stalling traffic, and the counter says it
+happened. A batch the database refuses is retried for a while, then dropped and counted the same
+way. SQLite runs in WAL mode with ``synchronous=NORMAL``: a SIGKILL of the gateway loses at most
+the entries of the last flush interval (still in its buffer; the log process commits what it was
+handed, then exits) and leaves a readable file. Read it with
 :mod:`modelyard.serving.logreader`.
 """
 
@@ -55,6 +57,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from modelyard.serving.worker import Worker
 from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -161,115 +164,41 @@ def pii_scrubber() -> Scrubber:
     return lambda texts: scrub_batch(texts, TallyCounter())
 
 
-class RequestLogWriter:
-    """A bounded buffer and one thread that commits it in batches (see the module docstring).
-
-    The buffer is a ``deque``: appending is one atomic operation, where a ``queue.Queue`` takes
-    a lock per entry that the request path contends for with this thread (a profile of the
-    gateway under load showed about 1 ms per ``put``; the ``deque`` append is microseconds).
-    """
-
-    RETRIES = 5  # a refused batch is retried with backoff (0.5 s doubling) before it is dropped
+class BatchCommitter:
+    """Scrubs, checks and inserts one batch at a time; what the writer's thread (or its child
+    process, see :class:`RequestLogWriter`) runs. A batch the database refuses is retried with
+    backoff (0.5 s doubling), then dropped and counted."""
 
     def __init__(
-        self,
-        url: str,
-        format_check: FormatCheck,
-        flush_seconds: float = 0.25,
-        batch_size: int = 1000,
-        queue_size: int = 100_000,
-        scrub: Scrubber | None = None,
-        on_written: Callable[[int], None] = lambda n: None,
-        on_dropped: Callable[[int], None] = lambda n: None,
+        self, url: str, format_check: FormatCheck, scrub: Scrubber | None = None, retries: int = 5
     ) -> None:
-        self.url = url
-        self.flush_seconds = flush_seconds
-        self.batch_size = batch_size
-        self.queue_size = queue_size
-        self._pending: deque = deque()
+        self.retries = retries
         self._format_check = format_check
         self._scrub = scrub or pii_scrubber()
-        self._on_written = on_written
-        self._on_dropped = on_dropped
-        self._engine = engine_for(url)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
-        self.written = 0
-        self._full = 0  # counted on the request path, reported by the writer thread
-        self._reported_full = 0
-        self._refused = 0
+        self.engine = engine_for(url)
 
-    @property
-    def dropped(self) -> int:
-        return self._full + self._refused
-
-    def start(self) -> RequestLogWriter:
-        self._thread.start()
-        return self
-
-    def depth(self) -> int:
-        return len(self._pending)
-
-    def submit(self, entry: RequestEntry | FeedbackEntry) -> bool:
-        """Buffer an entry without waiting; False (and counted) when the buffer is full."""
-        if len(self._pending) >= self.queue_size:
-            self._full += 1
-            self._on_dropped(1)
-            return False
-        self._pending.append(entry)
-        return True
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what is buffered, then stop the thread."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        else:
-            self._drain()
-        self._engine.dispose()
-
-    def _run(self) -> None:
-        while True:
-            stopping = self._stop.wait(self.flush_seconds)
-            self._drain()
-            if stopping:
-                return
-
-    def _drain(self) -> None:
-        if self._full != self._reported_full:
-            log.warning(
-                "request log: dropped %d entries: the buffer was full",
-                self._full - self._reported_full,
-            )
-            self._reported_full = self._full
-        while self._pending:
-            n = min(self.batch_size, len(self._pending))
-            self._commit([self._pending.popleft() for _ in range(n)])
-
-    def _commit(self, batch: list) -> None:
+    def commit(self, batch: list, stopping: bool = False) -> tuple[int, int]:
+        """(rows written, rows dropped); ``stopping``: no retry, the gateway is shutting down."""
         requests, feedback = self.rows(batch)
         delay = 0.5
-        for attempt in range(self.RETRIES + 1):
+        for attempt in range(self.retries + 1):
             try:
-                with self._engine.begin() as conn:
+                with self.engine.begin() as conn:
                     if requests:
                         conn.execute(requests_table.insert(), requests)
                     if feedback:
                         conn.execute(feedback_table.insert(), feedback)
             except sa.exc.SQLAlchemyError as exc:
-                if attempt == self.RETRIES or self._stop.is_set():
-                    self._refused += len(batch)
-                    self._on_dropped(len(batch))
+                if attempt == self.retries or stopping:
                     why = f"{type(exc).__name__}: {exc}".splitlines()[0]
                     log.warning("request log: dropped %d entries: %s", len(batch), why)
-                    return
+                    return 0, len(batch)
                 log.warning("request log: write failed (%s), retrying", type(exc).__name__)
                 time.sleep(delay)
                 delay *= 2
             else:
-                self.written += len(batch)
-                self._on_written(len(batch))
-                return
+                return len(batch), 0
+        raise AssertionError("unreachable")
 
     def rows(self, batch: list) -> tuple[list[dict], list[dict]]:
         """Table rows for a batch: texts scrubbed, formats checked, unstored texts dropped."""
@@ -329,3 +258,135 @@ class RequestLogWriter:
             for f in fbs
         ]
         return request_rows, feedback_rows
+
+
+_child_committers: dict[str, BatchCommitter] = {}
+
+
+def open_in_child(url: str, format_check: FormatCheck) -> None:
+    """Make the committer (engine and tables, scrubber) in a :class:`Worker` child, once."""
+    if url not in _child_committers:
+        _child_committers[url] = BatchCommitter(url, format_check)
+
+
+def commit_in_child(
+    url: str, format_check: FormatCheck, batch: list, stopping: bool
+) -> tuple[int, int]:
+    """:meth:`BatchCommitter.commit` in a :class:`Worker` child."""
+    open_in_child(url, format_check)
+    return _child_committers[url].commit(batch, stopping)
+
+
+class RequestLogWriter:
+    """A bounded buffer and one thread that commits it in batches (see the module docstring).
+
+    The buffer is a ``deque``: appending is one atomic operation, where a ``queue.Queue`` takes
+    a lock per entry that the request path contends for with this thread (a profile of the
+    gateway under load showed about 1 ms per ``put``; the ``deque`` append is microseconds).
+
+    With a ``worker``, the thread only hands each batch to that child process, which scrubs,
+    checks and commits it: the gateway does this, so the commits never hold the GIL its event
+    loop runs on (see :mod:`modelyard.serving.worker`). Without one, the thread commits itself.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        format_check: FormatCheck,
+        flush_seconds: float = 0.25,
+        batch_size: int = 1000,
+        queue_size: int = 100_000,
+        scrub: Scrubber | None = None,
+        on_written: Callable[[int], None] = lambda n: None,
+        on_dropped: Callable[[int], None] = lambda n: None,
+        worker: Worker | None = None,
+    ) -> None:
+        self.url = url
+        self.flush_seconds = flush_seconds
+        self.batch_size = batch_size
+        self.queue_size = queue_size
+        self._pending: deque = deque()
+        self._format_check = format_check
+        self._worker = worker
+        self.committer = None if worker else BatchCommitter(url, format_check, scrub)
+        self._on_written = on_written
+        self._on_dropped = on_dropped
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+        self.written = 0
+        self._full = 0  # counted on the request path, reported by the writer thread
+        self._reported_full = 0
+        self._refused = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._full + self._refused
+
+    def start(self) -> RequestLogWriter:
+        """Start the thread; with a worker, once the child is ready to commit (a database that
+        cannot be opened fails here, and no early entry waits on the child's imports)."""
+        if self._worker is not None:
+            self._worker.call(open_in_child, self.url, self._format_check)
+        self._thread.start()
+        return self
+
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def submit(self, entry: RequestEntry | FeedbackEntry) -> bool:
+        """Buffer an entry without waiting; False (and counted) when the buffer is full."""
+        if len(self._pending) >= self.queue_size:
+            self._full += 1
+            self._on_dropped(1)
+            return False
+        self._pending.append(entry)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is buffered, then stop the thread (and the worker: it is ours)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        else:
+            self._drain()
+        if self._worker is not None:
+            self._worker.close()
+        else:
+            self.committer.engine.dispose()
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.wait(self.flush_seconds)
+            self._drain()
+            if stopping:
+                return
+
+    def _drain(self) -> None:
+        if self._full != self._reported_full:
+            log.warning(
+                "request log: dropped %d entries: the buffer was full",
+                self._full - self._reported_full,
+            )
+            self._reported_full = self._full
+        while self._pending:
+            n = min(self.batch_size, len(self._pending))
+            self._commit([self._pending.popleft() for _ in range(n)])
+
+    def _commit(self, batch: list) -> None:
+        stopping = self._stop.is_set()
+        try:
+            if self._worker is None:
+                written, refused = self.committer.commit(batch, stopping)
+            else:
+                written, refused = self._worker.call(
+                    commit_in_child, self.url, self._format_check, batch, stopping
+                )
+        except Exception as exc:  # noqa: BLE001 - e.g. the child died: count it, keep writing
+            log.warning("request log: dropped %d entries: %s", len(batch), exc)
+            written, refused = 0, len(batch)
+        if written:
+            self.written += written
+            self._on_written(written)
+        if refused:
+            self._refused += refused
+            self._on_dropped(refused)

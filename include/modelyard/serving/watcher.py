@@ -10,7 +10,8 @@ upstream is not the version's failure: that is retried at every poll). A version
 names any more finishes its in-flight requests (up to ``drain_seconds``), then is unloaded.
 A removed ``canary`` alias therefore stops receiving traffic at the next poll. A removed
 ``production`` alias keeps the last production serving: an empty registry is no reason to
-answer nothing.
+answer nothing. The registry reads and downloads run in a child process
+(:mod:`modelyard.serving.worker`), not on a thread competing with the requests for the GIL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from modelyard.serving.backends import AdapterError, Backend
 from modelyard.serving.metrics import GatewayMetrics
 from modelyard.serving.routing import ALIASES, PRODUCTION, Deployment, Routes
+from modelyard.serving.worker import Worker
 from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ class AliasWatcher:
         self._loaded: dict[str, Deployment] = {}
         self._failed: dict[str, float] = {}  # version -> monotonic time of its last failure
         self._retiring: dict[str, asyncio.Task] = {}
+        # MLflow reads and downloads run in a child process: see modelyard.serving.worker.
+        self.registry = Worker("modelyard-registry-reads")
 
     def adapter_name(self, version: str) -> str:
         return f"{self.settings.registered_model}-v{version}"
@@ -55,25 +59,12 @@ class AliasWatcher:
     async def poll(self) -> None:
         await self.backend.refresh()
         try:
-            aliases = await asyncio.to_thread(self._read_aliases)
+            aliases = await asyncio.to_thread(self.registry.call, read_aliases, self.settings)
         except Exception as exc:  # noqa: BLE001 - a registry outage must not stop serving
             self.metrics.poll_errors.inc()
             log.warning("registry poll failed, routes unchanged: %s", exc)
             return
         await self.reconcile(aliases)
-
-    def _read_aliases(self) -> dict[str, str]:
-        from mlflow.exceptions import MlflowException
-
-        from modelyard.registry.artifacts import client_for
-
-        try:
-            model = client_for(self.settings).get_registered_model(self.settings.registered_model)
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return {}
-            raise
-        return {alias: str(v) for alias, v in model.aliases.items() if alias in ALIASES}
 
     async def reconcile(self, aliases: dict[str, str]) -> None:
         wanted = {alias: aliases.get(alias) for alias in ALIASES}
@@ -115,7 +106,9 @@ class AliasWatcher:
                 return None
         name = self.adapter_name(version)
         try:
-            path = await asyncio.to_thread(self._fetch, version)
+            path = await asyncio.to_thread(
+                self.registry.call, fetch_version, self.settings, version, self.backend.base_model
+            )
             await self.backend.load(name, str(path))
         except AdapterError as exc:
             if exc.status == 502:  # the upstream is down or not up yet: not the version's fault
@@ -133,23 +126,6 @@ class AliasWatcher:
         self._failed[version] = time.monotonic()
         self.metrics.load_failures.labels(alias, version).inc()
         log.error("version %s (%s) failed to load and takes no traffic: %s", version, alias, exc)
-
-    def _fetch(self, version: str) -> Path:
-        """Download the version and check it fits this backend; the adapter's local path."""
-        from mlflow.models import Model
-
-        from modelyard.registry.artifacts import FLAVOR, local_model_dir
-
-        local = local_model_dir(self.settings, version)
-        flavor = Model.load(str(local / "MLmodel")).flavors.get(FLAVOR)
-        if flavor is None:
-            raise ValueError(f"version {version} has no {FLAVOR} flavor: not a modelyard adapter")
-        base = self.backend.base_model
-        if base is not None and not _same_model(flavor["base_model"], base):
-            raise ValueError(
-                f"version {version} adapts {flavor['base_model']}, this gateway serves {base}"
-            )
-        return local / flavor["adapter"]
 
     def _retire(self, in_use: set[Deployment]) -> None:
         for version, deployment in list(self._loaded.items()):
@@ -172,6 +148,38 @@ class AliasWatcher:
             log.warning("could not unload version %s: %s", version, exc)
         finally:
             self._retiring.pop(version, None)
+
+
+def read_aliases(settings: Settings) -> dict[str, str]:
+    """The versions ``production`` and ``canary`` name now; {} before the model exists."""
+    from mlflow.exceptions import MlflowException
+
+    from modelyard.registry.artifacts import client_for
+
+    try:
+        model = client_for(settings).get_registered_model(settings.registered_model)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: str(v) for alias, v in model.aliases.items() if alias in ALIASES}
+
+
+def fetch_version(settings: Settings, version: str, base_model: str | None) -> Path:
+    """Download ``version`` and check it fits the backend's base model; the adapter's path."""
+    from mlflow.models import Model
+
+    from modelyard.registry.artifacts import FLAVOR, local_model_dir
+
+    local = local_model_dir(settings, version)
+    flavor = Model.load(str(local / "MLmodel")).flavors.get(FLAVOR)
+    if flavor is None:
+        raise ValueError(f"version {version} has no {FLAVOR} flavor: not a modelyard adapter")
+    if base_model is not None and not _same_model(flavor["base_model"], base_model):
+        raise ValueError(
+            f"version {version} adapts {flavor['base_model']}, this gateway serves {base_model}"
+        )
+    return local / flavor["adapter"]
 
 
 def _same_model(a: str, b: str) -> bool:
