@@ -120,3 +120,8 @@ def test_curation_waits_only_for_dates_with_feedback(store):
     assert "1 responses got feedback" in harvest_pending(store, D1, *interval(D1))
     harvest(store, D1, *interval(D1))
     assert harvest_pending(store, D1, *interval(D1)) is None
+    # Feedback logged into D1 after its harvest (a late flush): curation waits for a re-run.
+    serve(store, [request("r-2", at(D1, 3), "Extract Rosa.", GOOD), rate("r-2", at(D1, 4), 1)])
+    assert "predates some of it" in harvest_pending(store, D1, *interval(D1))
+    harvest(store, D1, *interval(D1))
+    assert harvest_pending(store, D1, *interval(D1)) is None

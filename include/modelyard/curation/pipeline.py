@@ -62,7 +62,8 @@ OUTPUTS = ("train", "eval", "rejected")
 RUNTIME_ONLY = {"workers", "quarantine_days"}
 _DECODE = msgspec.json.Decoder().decode
 # A curated line from a feedback file: its "source" key, never text, which JSON escapes.
-_FROM_FEEDBACK = re.compile(rb'"source":\{"file":"[^"/]*/' + FEEDBACK_PREFIX.encode())
+_FEEDBACK_FILE = b"/" + FEEDBACK_PREFIX.encode()
+_FROM_FEEDBACK = re.compile(rb'"source":\{"file":"[^"/]*' + re.escape(_FEEDBACK_FILE))
 
 
 def from_feedback(source: dict) -> bool:
@@ -117,7 +118,8 @@ class _Outputs:
         self.handles[name].write(data)
         self.digests[name].update(data)
         self.lines[name] += data.count(b"\n")
-        self.feedback[name] += len(_FROM_FEEDBACK.findall(data))
+        if _FEEDBACK_FILE in data:  # a substring scan first: the regex costs ~1.6 us a line
+            self.feedback[name] += len(_FROM_FEEDBACK.findall(data))
         self.pending[name] = []
 
     def reject(self, r: Rejection, duplicate_of: str | None = None) -> None:

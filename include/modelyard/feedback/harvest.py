@@ -65,6 +65,12 @@ def read_interval(settings: Settings, since: datetime, until: datetime) -> list[
         reader.close()
 
 
+def fingerprint(rated: list[FeedbackRecord]) -> str:
+    """Which feedback events a harvest saw: the latest event id of each rated response."""
+    events = sorted(f"{fb.response_id}:{fb.id}" for fb in rated)
+    return hashlib.sha256("\n".join(events).encode()).hexdigest()[:16]
+
+
 def _line(fb: FeedbackRecord, kind: str, completion: str) -> bytes:
     turns = [{"role": m.get("role"), "content": m.get("content")} for m in fb.prompt or []]
     record = {
@@ -116,7 +122,8 @@ def harvest(settings: Settings, ds: str, since: datetime, until: datetime) -> di
         raise ValueError(f"empty harvest interval: {since.isoformat()} .. {until.isoformat()}")
     outcomes: Counter = Counter({k: 0 for k in (*HARVESTED, *COUNTED)})
     lines = []
-    for fb in sorted(read_interval(settings, since, until), key=lambda f: (f.time, f.response_id)):
+    rated = read_interval(settings, since, until)
+    for fb in sorted(rated, key=lambda f: (f.time, f.response_id)):
         decision = decide(fb, settings.feedback)
         outcomes[decision.outcome] += 1
         if decision.completion is not None:
@@ -133,6 +140,7 @@ def harvest(settings: Settings, ds: str, since: datetime, until: datetime) -> di
         "sha256": hashlib.sha256(body).hexdigest() if name else None,
         "records": len(lines),
         "outcomes": dict(outcomes),
+        "feedback_fingerprint": fingerprint(rated),
         "counted_only": COUNTED,
     }
     data = (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8")

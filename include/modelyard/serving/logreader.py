@@ -182,7 +182,7 @@ class RequestLogReader:
         )
         with self.engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
-        latest = {row["response_id"]: row for row in rows}.values()
+        latest = sorted({row["response_id"]: row for row in rows}.values(), key=_arrival)
         return [_feedback(row) for row in latest if row["ts"] >= _seconds(since)]
 
     def arm(
@@ -243,6 +243,10 @@ _FEEDBACK = (
     )
     .order_by(feedback_table.c.ts, feedback_table.c.id)
 )
+
+
+def _arrival(row) -> tuple[float, int]:
+    return row["ts"], row["id"]
 
 
 def _feedback(row) -> FeedbackRecord:
