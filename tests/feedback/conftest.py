@@ -18,17 +18,3 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     settings_mod.get_settings.cache_clear()
     yield settings_mod.get_settings()
     settings_mod.get_settings.cache_clear()
-
-
-@pytest.fixture
-def airflow_store(store: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """``store`` plus the embedded Airflow's environment in this process (its CLI and API)."""
-    import os
-
-    from modelyard.airflow_env import airflow_env
-
-    for key, value in airflow_env(store, base={}).items():
-        if key != "PATH":
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PATH", airflow_env(store, base=dict(os.environ))["PATH"])
-    return store

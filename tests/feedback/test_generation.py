@@ -202,7 +202,9 @@ def test_two_generations_run_from_raw_data_to_production_by_themselves(
             time.sleep(1)  # the log writer's last flush
             _shift_log_back_a_day(settings)
 
-            # Generation 2: yesterday's feedback, harvested and curated by backfills.
+            # Generation 2: yesterday's feedback, harvested and curated by backfills. Curation's
+            # backfill comes first: its sensor must wait for the harvest, or the manifest
+            # checked below would count no feedback.
             _backfill(api, "curate_dataset", d1)
             _backfill(api, "harvest_feedback", d1)
             _wait(
