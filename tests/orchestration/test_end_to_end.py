@@ -23,7 +23,8 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
     from mlflow import MlflowClient
 
     settings = airflow_settings
-    first = run_demo(settings, max_steps=40, canary=False)
+    # The demo's own recipe: a snapshot of three days needs its 100 steps to learn the format.
+    first = run_demo(settings, canary=False)
 
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     versions = client.search_model_versions(f"name='{settings.registered_model}'")
@@ -61,7 +62,7 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
     assert json.loads(lineage[tags.METRICS])[primary] == row["metrics"][primary]
 
     capsys.readouterr()
-    second = run_demo(settings, max_steps=40, canary=False)
+    second = run_demo(settings, canary=False)
     out = capsys.readouterr().out
     assert "already trained and registered" in out
     assert what_changed(first, second) == [
