@@ -35,6 +35,17 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path):
     settings_mod.get_settings.cache_clear()
 
 
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings on a fresh home (storage, request log) and no model: curation, feedback."""
+    from modelyard import settings as settings_mod
+
+    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
+    settings_mod.get_settings.cache_clear()
+    yield settings_mod.get_settings()
+    settings_mod.get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory):
     """(host, port) of a PostgreSQL server: the local one, or one started for the session."""

@@ -20,6 +20,7 @@ until now, the same window for both arms, so both saw the same hours of traffic.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -132,48 +133,34 @@ def latency_metric(
     )  # fmt: skip
 
 
+#: The rate metrics: (successes, trials) of an arm, and whether a higher rate is better.
+PROPORTIONS: dict[str, tuple[Callable[[ArmStats], tuple[int, int]], bool]] = {
+    "error_rate": (lambda a: (a.errors, a.requests), False),
+    "format_validity": (lambda a: (a.format_valid, a.format_checked), True),
+    "thumbs_up": (lambda a: (a.ratings_up, a.ratings_up + a.ratings_down), True),
+}
+
+
 def compare(canary: ArmStats, production: ArmStats, settings: CanarySettings) -> list[MetricResult]:
     """Every configured metric, canary arm against production arm."""
     results = []
-    alpha = settings.alpha
     for name, spec in settings.metrics.items():
-        if name == "error_rate":
+        if name == "latency":
             results.append(
-                proportion_metric(
-                    name,
-                    spec,
-                    alpha,
-                    (canary.errors, canary.requests),
-                    (production.errors, production.requests),
-                    higher_is_better=False,
-                )  # fmt: skip
+                latency_metric(spec, settings.alpha, canary.latency_ms, production.latency_ms)
             )
-        elif name == "format_validity":
-            results.append(
-                proportion_metric(
-                    name,
-                    spec,
-                    alpha,
-                    (canary.format_valid, canary.format_checked),
-                    (production.format_valid, production.format_checked),
-                    higher_is_better=True,
-                )  # fmt: skip
-            )
-        elif name == "thumbs_up":
-            rated_c = canary.ratings_up + canary.ratings_down
-            rated_p = production.ratings_up + production.ratings_down
-            results.append(
-                proportion_metric(
-                    name,
-                    spec,
-                    alpha,
-                    (canary.ratings_up, rated_c),
-                    (production.ratings_up, rated_p),
-                    higher_is_better=True,
-                )  # fmt: skip
-            )
-        elif name == "latency":
-            results.append(latency_metric(spec, alpha, canary.latency_ms, production.latency_ms))
+            continue
+        counts, higher_is_better = PROPORTIONS[name]
+        results.append(
+            proportion_metric(
+                name,
+                spec,
+                settings.alpha,
+                counts(canary),
+                counts(production),
+                higher_is_better=higher_is_better,
+            )  # fmt: skip
+        )
     return results
 
 
