@@ -71,7 +71,8 @@ def cluster_settings(settings, bucket, postgres_server, tmp_path, monkeypatch): 
         monkeypatch.setenv("MODELYARD_TRAINING__RECIPE", json.dumps(recipe))
         # 20 steps prove the orchestration, not the model: a bar every candidate clears, so the
         # run's `gate` task passes (the gate itself is tests/evaluation's subject).
-        monkeypatch.setenv("MODELYARD_GATE__THRESHOLDS", json.dumps({"rouge_l": {"threshold": 0}}))
+        bar = {"rouge_l": {"threshold": 0, "min_absolute_change": -1}}
+        monkeypatch.setenv("MODELYARD_GATE__THRESHOLDS", json.dumps(bar))
         settings_mod.get_settings.cache_clear()
         storage._OPTIONS.clear()
         s3fs.S3FileSystem.clear_instance_cache()
