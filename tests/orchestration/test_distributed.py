@@ -194,7 +194,7 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
 
     assert run["state"] == "success", placement
     by_task = {row[0]: row[1:] for row in placement}
-    assert set(by_task) == {"prepare", "train", "evaluate", "register"}
+    assert set(by_task) == {"prepare", "not_trained_yet", "train", "evaluate", "register", "gate"}
     for task_id, (state, queue, pool, hostname, celery_id, worker, tries) in by_task.items():
         expected = "gpu2" if task_id == "train" else "default"
         assert state == "success" and hostname, (task_id, state, hostname)
