@@ -124,9 +124,9 @@ def _dag_details(api: AirflowAPI, timeout: float = 180.0) -> dict:
 def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
     """``POST /backfills``, retried while the embedded SQLite DB is busy.
 
-    Airflow answers 503 when the scheduler holds SQLite's write lock and removes the partial
-    backfill (a 409 "already running" right after is that leftover, which the scheduler clears);
-    a 409 on the first try is a backfill someone else started.
+    Airflow answers 503 (or 500 "Database error") when the scheduler holds SQLite's write lock
+    and removes the partial backfill (a 409 "already running" right after is that leftover,
+    which the scheduler clears); a 409 on the first try is a backfill someone else started.
     """
     body = {
         "dag_id": DAG_ID,
@@ -141,7 +141,10 @@ def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
         try:
             return api.post("/api/v2/backfills", body)
         except AirflowAPIError as exc:
-            retry = exc.status == 503 or (exc.status == 409 and locked)
+            # SQLite busy shows as a 503, or as a 500 "Database error" when the lock timed out
+            # inside the request's transaction.
+            busy = exc.status == 503 or (exc.status == 500 and "Database error" in str(exc))
+            retry = busy or (exc.status == 409 and locked)
             if not retry or time.monotonic() > deadline:
                 if exc.status == 409:
                     raise AirflowAPIError(
@@ -150,7 +153,7 @@ def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
                         "(Airflow UI: the DAG's Backfills tab)",
                     ) from None
                 raise
-            locked = locked or exc.status == 503
+            locked = locked or busy
             time.sleep(3)
 
 
