@@ -119,10 +119,12 @@ def _aliases(settings) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
     from modelyard.registry.artifacts import client_for
+    from modelyard.registry.connection import StoreMissing, require_store
 
-    try:
+    try:  # a poll must not create the store the DAGs' tasks are about to create
+        require_store(settings)
         model = client_for(settings).get_registered_model(settings.registered_model)
-    except MlflowException:
+    except (StoreMissing, MlflowException):
         return {}
     return {alias: str(version) for alias, version in model.aliases.items()}
 

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.models import Model
 
-from modelyard.registry.connection import configure_http
+from modelyard.registry.connection import configure_http, ensure_store_created
 from modelyard.settings import Settings
 
 FLAVOR = "modelyard_peft"
@@ -28,6 +28,7 @@ MODEL_PATH = "model"
 def client_for(settings: Settings) -> MlflowClient:
     """The one place clients are built: MLflow's HTTP timeout/retries come from the settings."""
     configure_http(settings)
+    ensure_store_created(settings.tracking_uri)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 

@@ -8,8 +8,10 @@ trainer, in its own environment, gets the same values from :func:`mlflow_http_en
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,6 +120,36 @@ def require_store(settings: Settings) -> None:
         engine.dispose()
     if not found:
         raise StoreMissing(f"the database {where} holds no MLflow store: nothing is registered")
+
+
+_CREATED: set[str] = set()
+
+
+def ensure_store_created(uri: str) -> None:
+    """Let one process create a new SQL store's tables while the others wait for it.
+
+    MLflow's registry store creates the tables of a new database without a lock (its tracking
+    store takes one), so processes opening a fresh store at once (two Airflow tasks; a task and
+    the CLI) race in the migrations and one fails "table already exists" or "out-of-date
+    schema". Done once per process and URI; servers and file stores own their creation.
+    """
+    if uri in _CREATED or is_remote(uri) or urlsplit(uri).scheme in ("", "file"):
+        return
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    path = sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.parent / f".{path.name}.create.lock"
+    else:
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        lock = Path(tempfile.gettempdir()) / f"modelyard-store-{digest}.lock"
+    with FileLock(lock):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _CREATED.add(uri)
 
 
 def _connect_timeout(uri: str, seconds: int) -> dict:
