@@ -1,5 +1,10 @@
 """``modelyard backfill``: a real Airflow backfill of ``curate_dataset``, followed to the end.
 
+Dates whose interval received production feedback are harvested first: ``curate_dataset``'s
+sensor waits for a date's harvest (``modelyard.feedback.ordering``), so a backfill of curation
+alone would sit for hours on such a date. The command backfills ``harvest_feedback`` over those
+dates before ``curate_dataset``, and a harvest that fails is reported on its date, not waited on.
+
 Why backfill runs used to run in parallel although ``curate_dataset`` has ``max_active_runs=1``:
 Airflow 3 counts a backfill's runs against the *backfill's own* ``max_active_runs`` (10 unless
 given, from the CLI and the REST API; only the UI's form defaults to 1). The scheduler
@@ -24,9 +29,11 @@ from pathlib import Path
 
 from modelyard.airflow_api import AirflowAPI, AirflowAPIError, quoted
 from modelyard.airflow_env import find_running_airflow, free_port, running_airflow
+from modelyard.feedback.ordering import harvest_pending
 from modelyard.settings import Settings
 
 DAG_ID = "curate_dataset"
+HARVEST_DAG_ID = "harvest_feedback"
 TERMINAL = ("success", "failed")
 
 
@@ -99,13 +106,31 @@ def run_backfill(
         first = _dag_details(api)["start_date"][:10]
         if days[0] < first:
             raise ValueError(f"--from {days[0]} is before {DAG_ID}'s start date {first}")
+        harvest = None
+        if pending := feedback_days(settings, days):
+            harvest = _create(api, pending, HARVEST_DAG_ID)
+            _unpause(api, out, HARVEST_DAG_ID)
+            out(
+                f"backfill {harvest['id']} of {HARVEST_DAG_ID} {pending[0]}..{pending[-1]}: "
+                f"{len(pending)} date(s) got production feedback, harvested before curation"
+            )
         backfill = _create(api, days)
         _unpause(api, out)
         out(
             f"backfill {backfill['id']} of {DAG_ID} {days[0]}..{days[-1]} on {url} "
             "(one run at a time, in date order; dates that already ran are run again)"
         )
-        return follow(api, backfill, days, out)
+        return follow(api, backfill, days, out, harvest=harvest)
+
+
+def feedback_days(settings: Settings, days: list[str]) -> list[str]:
+    """The dates among ``days`` whose curation waits for a harvest of their feedback."""
+    found = []
+    for day in days:
+        since = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        if harvest_pending(settings, day, since, since + timedelta(days=1)):
+            found.append(day)
+    return found
 
 
 def _dag_details(api: AirflowAPI, timeout: float = 180.0) -> dict:
@@ -121,7 +146,7 @@ def _dag_details(api: AirflowAPI, timeout: float = 180.0) -> dict:
             time.sleep(2)
 
 
-def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
+def _create(api: AirflowAPI, days: list[str], dag_id: str = DAG_ID, timeout: float = 180.0) -> dict:
     """``POST /backfills``, retried while the embedded SQLite DB is busy.
 
     Airflow answers 503 (or 500 "Database error") when the scheduler holds SQLite's write lock
@@ -129,7 +154,7 @@ def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
     which the scheduler clears); a 409 on the first try is a backfill someone else started.
     """
     body = {
-        "dag_id": DAG_ID,
+        "dag_id": dag_id,
         "from_date": f"{days[0]}T00:00:00Z",
         "to_date": f"{days[-1]}T00:00:00Z",
         "run_backwards": False,
@@ -149,7 +174,7 @@ def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
                 if exc.status == 409:
                     raise AirflowAPIError(
                         409,
-                        f"another backfill of {DAG_ID} is running: wait for it or cancel it "
+                        f"another backfill of {dag_id} is running: wait for it or cancel it "
                         "(Airflow UI: the DAG's Backfills tab)",
                     ) from None
                 raise
@@ -157,11 +182,11 @@ def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
             time.sleep(3)
 
 
-def _unpause(api: AirflowAPI, out: Callable[[str], None]) -> None:
+def _unpause(api: AirflowAPI, out: Callable[[str], None], dag_id: str = DAG_ID) -> None:
     """Backfill runs start only while their DAG is unpaused."""
-    if api.get(f"/api/v2/dags/{DAG_ID}")["is_paused"]:
-        api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-        out(f"unpaused {DAG_ID} (its daily schedule is on from now; pause it in the UI to stop)")
+    if api.get(f"/api/v2/dags/{dag_id}")["is_paused"]:
+        api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        out(f"unpaused {dag_id} (its daily schedule is on from now; pause it in the UI to stop)")
 
 
 def follow(
@@ -170,9 +195,11 @@ def follow(
     days: list[str],
     out: Callable[[str], None],
     every: float = 2.0,
+    harvest: dict | None = None,
 ) -> list[DateOutcome]:
     """Print each date's outcome as its run ends (they end in date order) until the backfill
-    completes; dates the backfill did not run are reported last."""
+    completes; dates the backfill did not run are reported last. A failed harvest of a date
+    (``harvest``: its backfill) ends the wait there: that date's curation waits for it."""
     outcomes: dict[str, DateOutcome] = {}
     while True:
         completed = api.get(f"/api/v2/backfills/{backfill['id']}")["completed_at"] is not None
@@ -187,6 +214,11 @@ def follow(
                 )
             elif run is not None and run["state"] in TERMINAL:
                 outcomes[day] = _outcome(api, day, run)
+            elif harvest is not None and (failed := _failed_harvest(api, harvest, day)):
+                out(failed.line())
+                rest = [d for d in days if d > day]
+                blocked = [DateOutcome(d, "not run", detail=f"queued behind {day}") for d in rest]
+                return [outcomes[d] for d in days if d < day] + [failed, *blocked]
             else:
                 break  # later dates wait for this one: report in date order
             out(outcomes[day].line())
@@ -195,10 +227,26 @@ def follow(
         time.sleep(every)
 
 
-def _runs_of(api: AirflowAPI, backfill: dict, days: list[str]) -> dict[str, dict]:
+def _failed_harvest(api: AirflowAPI, harvest: dict, day: str) -> DateOutcome | None:
+    """``day``'s outcome when its harvest failed: its curation would wait for it for hours."""
+    run = _runs_of(api, harvest, [day], HARVEST_DAG_ID).get(day)
+    if run is None or run["state"] != "failed":
+        return None
+    link = f"{api.base_url}/dags/{HARVEST_DAG_ID}/runs/{quoted(run['dag_run_id'])}"
+    return DateOutcome(
+        day,
+        "failed",
+        detail=f"{HARVEST_DAG_ID} failed for this date and its curation waits for the harvest "
+        f"(clear that run once fixed); {link}",
+    )
+
+
+def _runs_of(
+    api: AirflowAPI, backfill: dict, days: list[str], dag_id: str = DAG_ID
+) -> dict[str, dict]:
     """This backfill's run per date: backfill runs queued (created or cleared) after it began."""
     runs = api.get(
-        f"/api/v2/dags/{DAG_ID}/dagRuns",
+        f"/api/v2/dags/{dag_id}/dagRuns",
         logical_date_gte=f"{days[0]}T00:00:00Z",
         logical_date_lte=f"{days[-1]}T00:00:00Z",
         run_type="backfill",
