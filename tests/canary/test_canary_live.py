@@ -9,6 +9,7 @@ import json
 import time
 
 import httpx
+import pytest
 from evaluation.helpers import publish_dataset, train_result
 from mlflow import MlflowClient
 from serving.harness import GatewayProcess, chat, register
@@ -33,6 +34,7 @@ OVERRIDE = {
 }
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_bad_canary_rolled_back_live_good_canary_promoted(
     settings, tiny_model, good_adapter, weak_adapter, eval_sample, monkeypatch
 ) -> None:

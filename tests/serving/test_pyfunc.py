@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import httpx
+import pytest
 from harness import ServerProcess, register, set_aliases
 
 from modelyard.airflow_env import VENV_BIN
@@ -19,6 +20,7 @@ ROWS = [
 ]
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_pyfunc_load_and_mlflow_models_serve(settings, tiny_model, good_adapter, monkeypatch):
     import mlflow
 
@@ -28,9 +30,9 @@ def test_pyfunc_load_and_mlflow_models_serve(settings, tiny_model, good_adapter,
         complete(model, tokenizer, row["messages"], row["max_tokens"], 0.0).text for row in ROWS
     ]
 
+    # Through the environment, not mlflow.set_registry_uri: a process-wide registry URI would
+    # outlive this test and win over the URI later tests hand their MlflowClient.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
     loaded = mlflow.pyfunc.load_model(URI)
     assert loaded.predict(ROWS) == expected
     # A version is its adapter: the base model is referenced, not copied into the registry.
