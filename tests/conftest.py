@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from modelyard.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -33,6 +40,34 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path):
     settings_mod.get_settings.cache_clear()
     yield settings_mod.get_settings()
     settings_mod.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def new_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Settings], None]:
+    """Gives a home a new, empty SQLite MLflow store: a copy of one created once per session,
+    since MLflow's migrations take 3-7 s per store on two busy cores."""
+    from modelyard.registry.connection import ensure_store_created, sqlite_path
+
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    ensure_store_created(f"sqlite:///{template}")
+
+    def give(settings: Settings) -> None:
+        target = sqlite_path(settings.tracking_uri)
+        assert target is not None and not target.exists(), settings.tracking_uri
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(template)) as src, closing(sqlite3.connect(target)) as dst:
+            src.backup(dst)  # consistent whatever MLflow's connections to the template hold
+
+    return give
+
+
+@pytest.fixture
+def mlflow_store(settings, new_mlflow_store: Callable[[Settings], None]) -> None:
+    """``settings`` with its empty MLflow store in place, as the first registry call leaves it.
+
+    Opt in with ``pytest.mark.usefixtures``: what happens before a store exists is tested too.
+    """
+    new_mlflow_store(settings)
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ def _analyses(settings, version: str) -> list[str]:
     return [f.path for f in client.list_artifacts(run_id, "canary")]
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_a_failing_canary_is_rolled_back_recorded_and_never_promoted_again(
     settings, good_adapter
 ) -> None:
@@ -98,6 +99,7 @@ def test_a_failing_canary_is_rolled_back_recorded_and_never_promoted_again(
     assert "canary-analysis" not in html[html.index(f'id="version-{v1}"') :]
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_a_good_canary_waits_for_data_and_bake_time_then_for_a_person(
     settings, good_adapter
 ) -> None:
@@ -138,6 +140,7 @@ def test_a_good_canary_waits_for_data_and_bake_time_then_for_a_person(
     assert run_canary_analysis(settings)["outcome"] == "no_canary"
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_auto_canary_moves_only_gate_passed_versions_when_on(settings, good_adapter) -> None:
     from modelyard.canary.auto import ACTOR as AUTO
     from modelyard.canary.auto import auto_canary

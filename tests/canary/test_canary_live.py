@@ -9,6 +9,7 @@ import json
 import time
 
 import httpx
+import pytest
 from evaluation.helpers import publish_dataset, train_result
 from mlflow import MlflowClient
 from serving.harness import GatewayProcess, chat, register
@@ -20,7 +21,8 @@ from modelyard.canary.loadgen import simulate_users
 from modelyard.evaluation import evaluate_candidate
 from modelyard.registry import promote, register_candidate, status
 from modelyard.registry.tags import CANARY_ANALYSIS, CANARY_VERDICT, GATE
-from modelyard.settings import CanarySettings
+from modelyard.serving.logreader import RequestLogReader
+from modelyard.settings import CanarySettings, Settings
 
 POLL = 0.5
 #: Lenient enough for a one-step adapter: the offline gate admits what live users will reject.
@@ -33,6 +35,21 @@ OVERRIDE = {
 }
 
 
+def _logged(settings: Settings, requests: int, ratings: int, timeout: float = 30) -> None:
+    """Wait until the gateway's log writer has committed this many requests and ratings."""
+    reader = RequestLogReader.for_settings(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        while (
+            len(reader.requests()) < requests or len(reader.feedback(latest_only=False)) < ratings
+        ):
+            assert time.monotonic() < deadline, "request log rows missing"
+            time.sleep(0.1)
+    finally:
+        reader.close()
+
+
+@pytest.mark.usefixtures("mlflow_store")
 def test_bad_canary_rolled_back_live_good_canary_promoted(
     settings, tiny_model, good_adapter, weak_adapter, eval_sample, monkeypatch
 ) -> None:
@@ -67,7 +84,8 @@ def test_bad_canary_rolled_back_live_good_canary_promoted(
         load = simulate_users(gateway.url, name, requests=80, users=40, concurrency=3)
         assert load.failed == 0 and load.by_alias["canary"] >= 20, load.lines()
         assert load.thumbs[("production", 1)] > load.thumbs[("canary", 1)], load.lines()
-        time.sleep(0.5)  # the gateway's log writer commits every 0.1 s
+        sent, rated = load.requests, sum(load.thumbs.values())
+        _logged(settings, sent, rated)
 
         init_airflow(settings)
         run = airflow(["dags", "test", "canary_analysis"], settings, check=False, capture=True)
@@ -91,6 +109,7 @@ def test_bad_canary_rolled_back_live_good_canary_promoted(
                 for i in range(40)
             }
         assert after == {"production"}
+        sent += 40
 
         # A good canary: same figures as production, promoted once its bake time is over.
         better = register(settings, good_adapter, "good-again")
@@ -98,7 +117,7 @@ def test_bad_canary_rolled_back_live_good_canary_promoted(
         gateway.wait_routes(good, better)
         load = simulate_users(gateway.url, name, requests=80, users=40, concurrency=3, seed=1)
         assert load.failed == 0 and load.by_alias["canary"] >= 20, load.lines()
-        time.sleep(0.5)
+        _logged(settings, sent + load.requests, rated + sum(load.thumbs.values()))
         short = {m: {"min_samples": 20} for m in ("error_rate", "format_validity", "latency")}
         canary_cfg = CanarySettings(
             bake_minutes=0, metrics=short | {"thumbs_up": {"min_samples": 20}}

@@ -7,6 +7,7 @@ import re
 import time
 
 import httpx
+import pytest
 from harness import MODEL, GatewayProcess, Traffic, broken_adapter, chat, register
 
 from modelyard.registry import promote, rollback
@@ -20,6 +21,7 @@ def _load_failures(metrics: str, version: str) -> float:
     return sum(float(m.group(2)) for m in re.finditer(pattern, metrics))
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_traffic_survives_alias_moves(settings, tiny_model, good_adapter, weak_adapter, tmp_path):
     v1 = register(settings, good_adapter, "good")
     env = {"MODELYARD_SERVING__CANARY_SHARE": "0.5", "MODELYARD_SERVING__LOAD_RETRY_SECONDS": "1"}

@@ -23,9 +23,10 @@ SHARE = 0.3
 
 
 @pytest.fixture(scope="module")
-def canary(tmp_path_factory, tiny_model, good_adapter, weak_adapter):
+def canary(tmp_path_factory, tiny_model, good_adapter, weak_adapter, new_mlflow_store):
     """(settings, gateway, production version, canary version) for the whole module."""
     settings = Settings(home=tmp_path_factory.mktemp("canary-home"), base_model=str(tiny_model))
+    new_mlflow_store(settings)
     good, weak = register(settings, good_adapter, "good"), register(settings, weak_adapter, "weak")
     set_aliases(settings, production=good, canary=weak)
     gateway = GatewayProcess(

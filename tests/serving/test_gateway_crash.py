@@ -8,6 +8,7 @@ import time
 
 import httpx
 import psutil
+import pytest
 from harness import GatewayProcess, Traffic, chat, register, set_aliases
 
 from modelyard.serving.logreader import RequestLogReader
@@ -17,6 +18,7 @@ FLUSH = 0.1
 SLACK = 0.5  # a commit takes time too, more so on two busy cores
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_sigkill_under_load_keeps_a_readable_log(settings, tiny_model, weak_adapter) -> None:
     version = register(settings, weak_adapter, "weak")
     set_aliases(settings, production=version)

@@ -15,7 +15,7 @@ from modelyard.serving.logreader import RequestLogReader
 from modelyard.serving.requestlog import log_url
 from modelyard.settings import Settings
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("mlflow_store")]
 
 
 def _adapters(upstream: GatewayProcess) -> set[str]:

@@ -10,9 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelyard.serving import protocol
-from modelyard.serving.backends import Backend
 from modelyard.serving.gateway import Gateway, Reply
-from modelyard.settings import Settings
 
 
 def _response(reply: Reply) -> Response:
@@ -39,9 +37,9 @@ def _one_line(exc: RequestValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-def create_app(settings: Settings, backend: Backend) -> FastAPI:
-    """The gateway app; ``backend.prepare()`` must have run (``serve`` does it)."""
-    gateway = Gateway(settings, backend)
+def create_app(gateway: Gateway) -> FastAPI:
+    """The app of ``gateway``, whose ``backend.prepare()`` must have run (``serve`` does it)."""
+    settings = gateway.settings
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

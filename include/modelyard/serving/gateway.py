@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from modelyard.serving import protocol
@@ -23,7 +24,13 @@ from modelyard.serving.backends import AdapterError, Backend, BackendError
 from modelyard.serving.chat import Completion
 from modelyard.serving.logreader import RequestLogReader
 from modelyard.serving.metrics import GatewayMetrics
-from modelyard.serving.requestlog import FeedbackEntry, RequestEntry, RequestLogWriter, log_url
+from modelyard.serving.requestlog import (
+    FeedbackEntry,
+    RequestEntry,
+    RequestLogWriter,
+    log_url,
+    open_in_child,
+)
 from modelyard.serving.routing import PRODUCTION, Deployment, user_hash
 from modelyard.serving.watcher import AliasWatcher
 from modelyard.serving.worker import Worker
@@ -70,19 +77,36 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.watcher = AliasWatcher(settings, backend, self.metrics)
         serving = settings.serving
+        check = format_check(settings)
+        log_worker = Worker(
+            "modelyard-request-log", warm=partial(open_in_child, log_url(settings), check)
+        )
         self.writer = RequestLogWriter(
             log_url(settings),
-            format_check(settings),
+            check,
             flush_seconds=serving.log_flush_seconds,
             batch_size=serving.log_batch_size,
             queue_size=serving.log_queue_size,
             on_written=self.metrics.log_written.inc,
             on_dropped=self.metrics.log_dropped.inc,
-            worker=Worker("modelyard-request-log"),
+            worker=log_worker,
         )
+        self._workers = (self.watcher.registry, log_worker)
         self.reader = RequestLogReader(log_url(settings), settings.registered_model)
         self._recent: OrderedDict[str, Served] = OrderedDict()
         self._watch: asyncio.Task | None = None
+
+    def warm(self) -> None:
+        """Spawn the child processes now: their imports (MLflow, SQLAlchemy) and the opening of
+        the request log then overlap the base model's load instead of following it."""
+        for worker in self._workers:
+            worker.start()
+
+    def close_workers(self) -> None:
+        """End the child processes of a gateway that will not start (its model failed to load):
+        at once, since they only got ready and the operator waits for the error."""
+        for worker in self._workers:
+            worker.close(timeout=0)
 
     async def start(self) -> None:
         self.writer.start()
@@ -96,8 +120,11 @@ class Gateway:
         if self._watch is not None:
             self._watch.cancel()
         await self.backend.close()
-        await asyncio.to_thread(self.watcher.registry.close)
-        await asyncio.to_thread(self.writer.close)
+        # Each child finishes its last call and shuts its interpreter down (about half a
+        # second with MLflow or SQLAlchemy loaded): both at once.
+        await asyncio.gather(
+            asyncio.to_thread(self.watcher.registry.close), asyncio.to_thread(self.writer.close)
+        )
         self.reader.close()
 
     # -- chat ------------------------------------------------------------------------------

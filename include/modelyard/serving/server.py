@@ -26,19 +26,23 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     from modelyard.serving.app import create_app
     from modelyard.serving.backends import make_backend
+    from modelyard.serving.gateway import Gateway
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     backend = make_backend(settings)
     sock = _bind(host, port)
+    gateway = Gateway(settings, backend)
+    gateway.warm()  # the child processes get ready while the base model loads
     try:
         backend.prepare()
     except Exception as exc:  # noqa: BLE001 - one line for the operator, whatever the cause
         sock.close()
+        gateway.close_workers()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot load base model {backend.base_model}: {first}") from exc
-    app = create_app(settings, backend)
+    app = create_app(gateway)
     # The request log records every request, so uvicorn's access log would only cost CPU.
     config = uvicorn.Config(app, log_level="info", access_log=False, log_config=None)
     uvicorn.Server(config).run(sockets=[sock])

@@ -40,7 +40,7 @@ class AliasWatcher:
         self._failed: dict[str, float] = {}  # version -> monotonic time of its last failure
         self._retiring: dict[str, asyncio.Task] = {}
         # MLflow reads and downloads run in a child process: see modelyard.serving.worker.
-        self.registry = Worker("modelyard-registry-reads")
+        self.registry = Worker("modelyard-registry-reads", warm=import_registry)
 
     def adapter_name(self, version: str) -> str:
         return f"{self.settings.registered_model}-v{version}"
@@ -148,6 +148,12 @@ class AliasWatcher:
             log.warning("could not unload version %s: %s", version, exc)
         finally:
             self._retiring.pop(version, None)
+
+
+def import_registry() -> None:
+    """The registry child's warm-up: MLflow's imports (2-4 s on two busy cores) run beside the
+    base model's load when the gateway starts the child early, not before its first poll."""
+    import modelyard.registry.artifacts  # noqa: F401 - MlflowClient, Model, download_artifacts
 
 
 def read_aliases(settings: Settings) -> dict[str, str]:

@@ -7,7 +7,9 @@ event loop gives the GIL up (each socket read, write or poll) it waits for it ag
 interpreter's 5 ms switch interval: the tail of the latency the gateway adds came from there. In
 a child process they run beside the event loop instead of between its steps.
 
-One child runs its calls in order; the caller thread waits on a pipe (no GIL held). The child
+One child runs its calls in order; the caller thread waits on a pipe (no GIL held). A child
+first runs its ``warm`` function, if it has one (the imports and connections its calls need), so
+a child started early does that work beside the parent's own start-up. The child
 is spawned (never forked from a process with threads and a loaded model), ignores SIGINT and
 SIGTERM so a Ctrl-C or a stop signal to the process group cannot cut a batch in half, and
 exits when the gateway's end of the pipe closes: on a clean stop after the last call, and on a
@@ -30,10 +32,15 @@ class WorkerError(RuntimeError):
     """A call failed in the child with an exception that could not be sent back as it was."""
 
 
-def _serve(calls: Connection) -> None:
+def _serve(calls: Connection, warm: Callable[[], object] | None) -> None:
     """The child: answer each (function, args) with ("ok", result) or ("error", exception)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if warm is not None:
+        try:
+            warm()
+        except Exception:  # noqa: BLE001 - the first call that needs it fails and says why
+            pass
     while True:
         try:
             fn, args = calls.recv()
@@ -54,17 +61,20 @@ def _serve(calls: Connection) -> None:
 class Worker:
     """``call(fn, *args)`` runs ``fn`` in the child and returns its result or raises its error.
 
-    ``fn`` and its arguments must be picklable (module-level functions, plain data). Calls from
-    several threads are serialised.
+    ``fn`` and its arguments must be picklable (module-level functions, plain data), and so
+    must ``warm``, which each new child runs before its first call. Calls from several threads
+    are serialised.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, warm: Callable[[], object] | None = None) -> None:
         self.name = name
+        self.warm = warm
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
 
     def start(self) -> Worker:
+        """Spawn the child now, without waiting for it (otherwise the first call does)."""
         with self._lock:
             self._ensure()
         return self
@@ -74,7 +84,9 @@ class Worker:
             self._close_conn()
             ctx = multiprocessing.get_context("spawn")
             ours, theirs = ctx.Pipe()
-            self._proc = ctx.Process(target=_serve, args=(theirs,), name=self.name, daemon=False)
+            self._proc = ctx.Process(
+                target=_serve, args=(theirs, self.warm), name=self.name, daemon=False
+            )
             self._proc.start()
             theirs.close()  # the child's end lives in the child only: its death is our EOF
             self._conn = ours
