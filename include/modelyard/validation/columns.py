@@ -57,12 +57,18 @@ def _hashes(values: list[bytes]) -> np.ndarray:
 
 
 def _pii_left(texts: list[str]) -> list[str]:
-    return [",".join(sorted(set(kinds))) for kinds in pii.find_batch(texts)]
+    return [",".join(sorted(set(kinds))) if kinds else "" for kinds in pii.find_batch(texts)]
 
 
 def _decode_all(lines: list[bytes], kind: type) -> list:
-    """Each line decoded as ``kind``, or None where it is not exactly that."""
+    """Each line decoded as ``kind``, or None where it is not exactly that. One
+    comprehension first (a try block a line cost as much as the decoding); line by line
+    only for a batch that holds a line that is not."""
     decode = msgspec.json.Decoder(kind).decode
+    try:
+        return [decode(line) for line in lines]
+    except (msgspec.DecodeError, RecursionError):
+        pass
     out = []
     for line in lines:
         try:
