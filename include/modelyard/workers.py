@@ -76,7 +76,7 @@ def workers_for(shared: Workers | None, count: int) -> Iterator[Workers]:
         yield own
 
 
-def _collector_paused(fn: Callable[..., Any], *args: Any) -> Any:
+def collector_paused(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` with Python's cyclic garbage collector paused. A job (a curation batch,
     a gate span) allocates some 10^5 containers, decoded records that refcounting frees at
     its end, and the collector's repeated passes over them were 10-25% of the job's CPU
@@ -111,11 +111,11 @@ class OrderedMap:
         if self.pool is None:
             return
         while len(self.in_flight) < self.window and (job := next(self.jobs, None)) is not None:
-            self.in_flight.append(self.pool.submit(_collector_paused, self.fn, *job))
+            self.in_flight.append(self.pool.submit(collector_paused, self.fn, *job))
 
     def __iter__(self) -> Iterator[Any]:
         if self.pool is None:
-            yield from (_collector_paused(self.fn, *job) for job in self.jobs)
+            yield from (collector_paused(self.fn, *job) for job in self.jobs)
             return
         try:
             while self.in_flight:
