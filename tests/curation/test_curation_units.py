@@ -140,3 +140,27 @@ def test_key_index_matches_a_dict_across_spilled_runs(tmp_path, monkeypatch) -> 
         previous = keys
     assert len(list((tmp_path / "spill").glob("*.keys"))) >= 2
     assert len(keys_index) == len(reference)
+
+
+def test_worker_jobs_pause_the_collector_and_restore_it() -> None:
+    """The cyclic collector is off while a job runs, and as it was afterwards, after an
+    error too (a collector left off would let cycles pile up for the rest of the run)."""
+    import gc
+
+    from modelyard.workers import collector_paused
+
+    def job(value: int) -> tuple[int, bool]:
+        return value, gc.isenabled()
+
+    assert gc.isenabled()
+    assert collector_paused(job, 3) == (3, False)
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError):
+        collector_paused(lambda: 1 / 0)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert collector_paused(job, 1) == (1, False)
+        assert not gc.isenabled()  # off before, so left off
+    finally:
+        gc.enable()

@@ -64,7 +64,9 @@ class KeyIndex:
     def add(self, keys: np.ndarray, owners: np.ndarray, found: np.ndarray | None = None) -> None:
         """Index ``keys``; ``found``, when given, is ``lookup(keys)`` made since the last add
         (a caller that just looked them up saves the second lookup)."""
-        keys, first = np.unique(keys, return_index=True)
+        if not len(keys):
+            return
+        keys, first = _first_of_each(keys)
         fresh = (self.lookup(keys) if found is None else found[first]) < 0
         if not fresh.any():
             return
@@ -94,6 +96,16 @@ class KeyIndex:
     def _may_hold(self, keys: np.ndarray) -> np.ndarray:
         bits = _probe_bits(keys)
         return self._bits[keys >> self._shift] & bits == bits
+
+
+def _first_of_each(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index=True)``: the sorted distinct keys and the position of
+    each one's first occurrence. Its stable argsort was a measurable share of judging a
+    batch; the default (SIMD) argsort plus a minimum per group of equal keys is ~3x faster."""
+    order = np.argsort(keys)
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return ordered[starts], np.minimum.reduceat(order, starts)
 
 
 def _probe_bits(keys: np.ndarray) -> np.ndarray:

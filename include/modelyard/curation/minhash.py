@@ -74,7 +74,7 @@ def word_hashes(texts: list[str]) -> Words:
         dtype=_U64,
         count=len(encoded.dictionary),
     )
-    hashes = mix64(vocab[encoded.indices.to_numpy(zero_copy_only=False)])
+    hashes = mix64(vocab)[encoded.indices.to_numpy(zero_copy_only=False)]  # mixed once a word
     return Words(hashes, words.offsets.to_numpy().astype(np.int64))
 
 

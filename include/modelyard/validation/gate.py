@@ -27,15 +27,18 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from modelyard.records import REASONS
 from modelyard.settings import CurationSettings
 from modelyard.storage import read_json, write_json
 from modelyard.validation.columns import columns_of, spans
 from modelyard.workers import OrderedMap, Workers, workers_for
+
+if TYPE_CHECKING:  # pandas is imported with GX, off the CLI's start-up path (cli.curate)
+    import pandas as pd
 
 SIDES = ("train", "eval")
 
@@ -84,6 +87,8 @@ def rejected_expectations() -> list:
 
 def hash_frame(id_hash: np.ndarray, text_hash: np.ndarray, is_eval: np.ndarray) -> pd.DataFrame:
     """The dataset-wide columns: one 64-bit hash of each id and text, and the side."""
+    import pandas as pd
+
     overlap = ~is_eval & np.isin(text_hash, text_hash[is_eval])
     return pd.DataFrame(
         {
@@ -114,6 +119,8 @@ def dataset_expectations(settings: CurationSettings, rows: int) -> list:
 def manifest_frame(manifest: dict, lines: dict[str, int]) -> pd.DataFrame:
     """One row: whether the manifest's counts are the files' and add up, and its measured
     count of training records overlapping held-out data."""
+    import pandas as pd
+
     counts = manifest.get("counts") or {}
     leaked = (manifest.get("contamination") or {}).get("leaked_to_train")
     return pd.DataFrame(
@@ -240,6 +247,8 @@ def _frames(
     """(file kind, frame) of up to ``rows`` records or rejections of one kind; the hashes,
     sides and line counts of every record are collected into ``collected`` for the
     dataset-wide suite."""
+    import pandas as pd
+
     pending: list[pd.DataFrame] = []
     pending_kind = None
     for kind, part in columns:
