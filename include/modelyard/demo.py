@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from modelyard.airflow_env import airflow, init_airflow
+from modelyard.airflow_env import airflow_env
 from modelyard.backfill import run_backfill
 from modelyard.sampledata import write_sample_partitions
 from modelyard.settings import Settings, get_settings
@@ -47,23 +47,63 @@ def _status(settings: Settings) -> dict:
         return {}
 
 
-def _trigger(
-    dag_id: str, settings: Settings, conf: dict | None = None, logical_date: str | None = None
-) -> None:
-    """One DAG run through Airflow; its (long) log goes to a file, its verdict to stdout."""
+#: Prefix of the lines the ``dags test`` process prints for the demo's own output.
+_PROGRESS = "modelyard-demo: "
+
+
+def _dag_run(dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> list[str]:
+    """The ``airflow`` arguments of one ``dags test`` run."""
     args = ["dags", "test", dag_id, *([logical_date] if logical_date else [])]
-    if conf:
-        args += ["--conf", json.dumps(conf)]
+    return args + ["--conf", json.dumps(conf)] if conf else args
+
+
+def _dags_test(
+    settings: Settings, runs: list[list[str]], if_staged: list[list[str]] | None = None
+) -> None:
+    """``airflow dags test`` for each of ``runs`` in order, then for each of ``if_staged`` when
+    a version holds staging after them, all in ONE Airflow process: every ``airflow`` start-up
+    costs ~10-15 s (imports, the DAG bundle, the in-process execution API) and the demo runs
+    several in a row. Real DagRuns, as from the CLI; their (long) log goes to a file, their
+    verdicts to stdout."""
     log_dir = Path(settings.home) / "logs" / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{dag_id}-{len(list(log_dir.iterdir()))}.log"
-    print(f"==> airflow {' '.join(args)}", flush=True)
-    result = airflow(args, settings, check=False, capture=True)
-    log.write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        print("\n".join((result.stdout + result.stderr).splitlines()[-40:]), file=sys.stderr)
-        raise SystemExit(f"{dag_id} failed (exit {result.returncode}); full log: {log}")
+    log = log_dir / f"{runs[0][2]}-{len(list(log_dir.iterdir()))}.log"
+    plan = json.dumps({"runs": runs, "if_staged": if_staged or []})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelyard.demo", plan],
+        env=airflow_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    tail: list[str] = []
+    with log.open("w") as out:
+        for line in proc.stdout:
+            out.write(line)
+            tail = [*tail[-39:], line.rstrip("\n")]
+            if line.startswith(_PROGRESS):
+                print(line[len(_PROGRESS) :].rstrip("\n"), flush=True)
+    if proc.wait() != 0:
+        print("\n".join(tail), file=sys.stderr)
+        raise SystemExit(f"airflow dags test failed (exit {proc.returncode}); full log: {log}")
     print(f"    ok (log: {log})", flush=True)
+
+
+def _dags_test_main(plan: dict) -> None:
+    """The ``dags test`` process: what the ``airflow`` entry point does, once per run."""
+    from airflow.cli import cli_parser
+    from airflow.configuration import write_default_airflow_configuration_if_needed
+
+    write_default_airflow_configuration_if_needed()
+    parser = cli_parser.get_parser()
+    runs = plan["runs"]
+    for n, args in enumerate(runs + plan["if_staged"]):
+        if n == len(runs) and not _status(get_settings()).get("aliases", {}).get("staging"):
+            print(f"{_PROGRESS}    no version holds staging: nothing to promote", flush=True)
+            return
+        print(f"{_PROGRESS}==> airflow {' '.join(args)}", flush=True)
+        parsed = parser.parse_args(args)
+        parsed.func(parsed)
 
 
 def what_changed(before: dict, after: dict) -> list[str]:
@@ -91,7 +131,8 @@ def run_demo(
     raw_root = settings.storage_path / "raw"
     partitions = write_sample_partitions(raw_root, DEMO_END, days=DEMO_DAYS)
     print(f"raw partitions: {', '.join(p.parent.name for p in partitions)}", flush=True)
-    init_airflow(settings)
+    # No `init_airflow` here: the Airflow the backfill runs on (already running, or started
+    # for it) migrated this home and created the `gpu` pool.
     before = _status(settings)
 
     days = sorted(date.fromisoformat(p.parent.name) for p in partitions)
@@ -111,11 +152,14 @@ def run_demo(
         conf = {"dataset_version": dataset_version}
         if max_steps:
             conf["max_steps"] = max_steps
-        _trigger("finetune_model", settings, conf=conf)
-        staged = _status(settings).get("aliases", {}).get("staging")
-        if staged:
-            _trigger("promote_model", settings, conf={"to": "canary", "reason": "demo"})
-            _trigger("promote_model", settings, conf={"to": "production", "reason": "demo"})
+        _dags_test(
+            settings,
+            [_dag_run("finetune_model", conf)],
+            if_staged=[
+                _dag_run("promote_model", {"to": stage, "reason": "demo"})
+                for stage in ("canary", "production")
+            ],
+        )
 
     after = _status(settings)
     print("\n==> registry (modelyard registry status)", flush=True)
@@ -280,7 +324,7 @@ def run_canary_demo(settings: Settings) -> dict | None:
             )
             for line in load.lines():
                 print(f"    {line}", flush=True)
-        _trigger("canary_analysis", settings)
+        _dags_test(settings, [_dag_run("canary_analysis")])
     client = client_for(settings)
     summary = client.get_model_version(settings.registered_model, canary).tags.get(
         tags.CANARY_ANALYSIS
@@ -312,7 +356,8 @@ def run_harvest_demo(settings: Settings) -> dict | None:
     today = day.isoformat()
     print(f"\n==> harvest_feedback for {today}: the canary's rated answers", flush=True)
     # `dags test` runs the interval that ends at the date it is given: [today, tomorrow).
-    _trigger("harvest_feedback", settings, logical_date=(day + timedelta(days=1)).isoformat())
+    tomorrow = (day + timedelta(days=1)).isoformat()
+    _dags_test(settings, [_dag_run("harvest_feedback", logical_date=tomorrow)])
     report = report_path(settings, today)
     return read_json(report) if report.exists() else None
 
@@ -353,3 +398,7 @@ def print_generation_story(settings: Settings, decision: dict | None, harvest: d
             f"{harvest['partition']} curates them into the next generation",
             flush=True,
         )
+
+
+if __name__ == "__main__":
+    _dags_test_main(json.loads(sys.argv[1]))

@@ -60,8 +60,10 @@ def cluster_settings(settings, bucket, postgres_server, tmp_path, monkeypatch): 
         monkeypatch.setenv("MODELYARD_MLFLOW_TRACKING_URI", url)
         # Alias moves from several machines exclude each other through the server's database.
         monkeypatch.setenv("MODELYARD_REGISTRY__LOCK_URL", mlflow_db)
-        # The DAG's retry delay (1 min, backoff x2: 60-120 s here) capped, to keep test time.
-        monkeypatch.setenv("AIRFLOW__CORE__MAX_TASK_RETRY_DELAY", "30")
+        # The DAG's retry delay (1 min, backoff x2: 60-120 s here) capped, to keep test time:
+        # 15 s still leave the test time to stop the lost worker (it takes ~5 s) before the
+        # retry is queued, and the new worker starts meanwhile.
+        monkeypatch.setenv("AIRFLOW__CORE__MAX_TASK_RETRY_DELAY", "15")
         # Experiments keep their artifacts behind the server: clients need no S3 access for them.
         monkeypatch.setenv("MODELYARD_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/modelyard")
         # The whole recipe: one nested field's variable would replace the tuned tiny-model
@@ -73,6 +75,9 @@ def cluster_settings(settings, bucket, postgres_server, tmp_path, monkeypatch): 
         # run's `gate` task passes (the gate itself is tests/evaluation's subject).
         bar = {"rouge_l": {"threshold": 0, "min_absolute_change": -1}}
         monkeypatch.setenv("MODELYARD_GATE__THRESHOLDS", json.dumps(bar))
+        # For the same reason 8 generated tokens per eval record instead of 48: generation is
+        # most of `evaluate`'s time on CPU, and the scores are not this test's subject.
+        monkeypatch.setenv("MODELYARD_GATE__MAX_NEW_TOKENS", "8")
         settings_mod.get_settings.cache_clear()
         storage._OPTIONS.clear()
         s3fs.S3FileSystem.clear_instance_cache()
@@ -170,7 +175,7 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
         first_home = Path(settings.home) / "runs" / RUN_ID
         assert (first_home / "checkpoints").is_dir()
         trainer.send_signal(signal.SIGKILL)
-        # Within the 30 s retry delay: the lost worker must not take the retry.
+        # Within the 15 s retry delay: the lost worker must not take the retry.
         api.wait_for(lambda: _train_state(api) == "up_for_retry", "train to fail", 60, 0.5)
         # The gpu machine is gone; a new one, with nothing on its local disk, takes the queue.
         cluster.stop("worker-gpu")

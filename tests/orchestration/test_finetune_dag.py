@@ -88,6 +88,9 @@ def test_bad_input_is_refused_and_a_refused_candidate_is_registered_and_visible(
     from modelyard.registry.ledger import read_ledger
 
     monkeypatch.setenv("MODELYARD_NOTIFY__WEBHOOK_URL", webhook.url)
+    # What a refusal does is the subject, not the scores: 8 generated tokens per eval record
+    # instead of 48 (generation is most of `evaluate`'s time on CPU).
+    monkeypatch.setenv("MODELYARD_GATE__MAX_NEW_TOKENS", "8")
     settings = airflow_settings
     records = curated_records(80)
     versions = [
