@@ -313,7 +313,11 @@ def run_canary_demo(settings: Settings) -> dict | None:
         print("\nno version holds production: no canary to run", flush=True)
         return None
     started = time.monotonic()
-    print("\n==> canary: a challenger through the gate, into canary (auto_canary)", flush=True)
+    print(
+        "\n==> canary: a challenger through the gate, into canary (auto_canary); the demo "
+        "re-registers production's adapter as the challenger instead of training a second one",
+        flush=True,
+    )
     canary = aliases.get("canary") or _challenger(settings, production)
     print(f"    canary v{canary}, production v{production}", flush=True)
     with _environment(DEMO_CANARY_ENV):
