@@ -99,7 +99,7 @@ def run_backfill(
         first = _dag_details(api)["start_date"][:10]
         if days[0] < first:
             raise ValueError(f"--from {days[0]} is before {DAG_ID}'s start date {first}")
-        backfill = _create(api, days)
+        backfill = create_backfill(api, days)
         _unpause(api, out)
         out(
             f"backfill {backfill['id']} of {DAG_ID} {days[0]}..{days[-1]} on {url} "
@@ -121,15 +121,18 @@ def _dag_details(api: AirflowAPI, timeout: float = 180.0) -> dict:
             time.sleep(2)
 
 
-def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
-    """``POST /backfills``, retried while the embedded SQLite DB is busy.
+def create_backfill(
+    api: AirflowAPI, days: list[str], dag_id: str = DAG_ID, timeout: float = 180.0
+) -> dict:
+    """``POST /backfills`` of ``dag_id`` (one run at a time, in date order), retried while the
+    embedded SQLite DB is busy.
 
     Airflow answers 503 (or 500 "Database error") when the scheduler holds SQLite's write lock
     and removes the partial backfill (a 409 "already running" right after is that leftover,
     which the scheduler clears); a 409 on the first try is a backfill someone else started.
     """
     body = {
-        "dag_id": DAG_ID,
+        "dag_id": dag_id,
         "from_date": f"{days[0]}T00:00:00Z",
         "to_date": f"{days[-1]}T00:00:00Z",
         "run_backwards": False,
@@ -149,7 +152,7 @@ def _create(api: AirflowAPI, days: list[str], timeout: float = 180.0) -> dict:
                 if exc.status == 409:
                     raise AirflowAPIError(
                         409,
-                        f"another backfill of {DAG_ID} is running: wait for it or cancel it "
+                        f"another backfill of {dag_id} is running: wait for it or cancel it "
                         "(Airflow UI: the DAG's Backfills tab)",
                     ) from None
                 raise
