@@ -41,6 +41,9 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         # LocalExecutor forks this many workers up front; 32 idle ones swamp a small box.
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        # The DAG processor keeps Airflow's 30 s re-parse (~3% of a core here): a parse is also
+        # what frees a max_active_runs=1 DAG whose run was marked failed through the API or UI
+        # (DagModel.exceeds_max_non_backfill), so a longer interval delays its next run.
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "MODELYARD_HOME": str(settings.home),
@@ -126,10 +129,32 @@ def find_running_airflow(settings: Settings) -> str | None:
 
 
 def init_airflow(settings: Settings) -> None:
-    """Migrate the metadata DB and create the ``gpu`` pool (one slot: one GPU)."""
+    """Migrate the metadata DB and create the ``gpu`` pool (one slot: one GPU).
+
+    One Python process does both (``airflow db migrate`` + ``airflow pools set`` were two, each
+    paying Airflow's start-up, seconds on a small box before every Airflow start).
+    """
     (Path(settings.home) / "airflow").mkdir(parents=True, exist_ok=True)
-    airflow(["db", "migrate"], settings, capture=True)
-    airflow(["pools", "set", "gpu", "1", "GPU slots for training tasks"], settings, capture=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard.airflow_env", "init-db"],
+        env=airflow_env(settings),
+        text=True,
+        capture_output=True,
+    )
+    if done.returncode:
+        raise RuntimeError(f"Airflow DB init failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def _init_db() -> None:
+    """In an Airflow environment: what ``airflow db migrate`` does (create or upgrade to
+    head; ``airflow standalone`` runs the same), then the ``gpu`` pool as ``pools set`` would."""
+    from airflow.models.pool import Pool
+    from airflow.utils.db import initdb
+
+    initdb()
+    Pool.create_or_update_pool(
+        "gpu", slots=1, description="GPU slots for training tasks", include_deferred=False
+    )
 
 
 @contextmanager
@@ -194,7 +219,7 @@ def _wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float, log_fil
             raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see {log_file}")
         if scheduler_healthy(base_url):
             return
-        time.sleep(2)
+        time.sleep(0.5)  # a refused connection costs nothing; every second here is waited
     raise TimeoutError(f"Airflow did not become healthy within {timeout:.0f}s; see {log_file}")
 
 
@@ -230,12 +255,15 @@ def exec_airflow(settings: Settings, args: list[str]) -> NoReturn:
 
 
 def main(argv: list[str]) -> None:
-    """``make airflow`` / ``make mlflow-ui``: serve the UIs on the embedded home."""
+    """``make airflow`` / ``make mlflow-ui``: serve the UIs on the embedded home; ``init-db``
+    is :func:`init_airflow`'s own process."""
     from modelyard.settings import get_settings
 
     settings = get_settings()
     if argv == ["standalone"]:
         serve_standalone(settings)
+    elif argv == ["init-db"]:
+        _init_db()
     elif argv == ["mlflow-ui"]:
         Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
         _exec(
@@ -252,7 +280,7 @@ def main(argv: list[str]) -> None:
             os.environ.copy(),
         )
     else:
-        raise SystemExit("usage: python -m modelyard.airflow_env standalone|mlflow-ui")
+        raise SystemExit("usage: python -m modelyard.airflow_env standalone|init-db|mlflow-ui")
 
 
 if __name__ == "__main__":

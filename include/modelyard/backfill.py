@@ -108,13 +108,13 @@ def run_backfill(
             raise ValueError(f"--from {days[0]} is before {DAG_ID}'s start date {first}")
         harvest = None
         if pending := feedback_days(settings, days):
-            harvest = _create(api, pending, HARVEST_DAG_ID)
+            harvest = create_backfill(api, pending, HARVEST_DAG_ID)
             _unpause(api, out, HARVEST_DAG_ID)
             out(
                 f"backfill {harvest['id']} of {HARVEST_DAG_ID} {pending[0]}..{pending[-1]}: "
                 f"{len(pending)} date(s) got production feedback, harvested before curation"
             )
-        backfill = _create(api, days)
+        backfill = create_backfill(api, days)
         _unpause(api, out)
         out(
             f"backfill {backfill['id']} of {DAG_ID} {days[0]}..{days[-1]} on {url} "
@@ -146,8 +146,11 @@ def _dag_details(api: AirflowAPI, timeout: float = 180.0) -> dict:
             time.sleep(2)
 
 
-def _create(api: AirflowAPI, days: list[str], dag_id: str = DAG_ID, timeout: float = 180.0) -> dict:
-    """``POST /backfills``, retried while the embedded SQLite DB is busy.
+def create_backfill(
+    api: AirflowAPI, days: list[str], dag_id: str = DAG_ID, timeout: float = 180.0
+) -> dict:
+    """``POST /backfills`` of ``dag_id`` (one run at a time, in date order), retried while the
+    embedded SQLite DB is busy.
 
     Airflow answers 503 (or 500 "Database error") when the scheduler holds SQLite's write lock
     and removes the partial backfill (a 409 "already running" right after is that leftover,

@@ -3,7 +3,8 @@
 `airflow standalone` (scheduler, triggerer, DAG processor) runs every DAG unpaused on the
 embedded default. The test writes the first raw partition and drives users at a real gateway
 (`modelyard serve`); everything else is Airflow's doing: time-based DAGs (``curate_dataset``,
-``harvest_feedback``) through backfills of explicit dates, ``finetune_model`` and
+``harvest_feedback``) through backfills of explicit dates (the second one `modelyard backfill`,
+which harvests a date that got feedback before curating it), ``finetune_model`` and
 ``auto_canary`` on Asset events, ``canary_analysis`` on its schedule (every minute here).
 
     D0 raw -> curate -> finetune (gen 1) -> gate -> staging -> auto canary -> production
@@ -28,6 +29,7 @@ import pytest
 
 from modelyard.airflow_api import AirflowAPI, AirflowAPIError, quoted
 from modelyard.airflow_env import running_airflow
+from modelyard.backfill import create_backfill, run_backfill
 from modelyard.sampledata import write_partition
 from tests.net import free_port
 
@@ -88,7 +90,7 @@ def generation_settings(settings, monkeypatch):
     return fresh
 
 
-def _wait(check, what: str, timeout: float = 600.0, every: float = 2.0):
+def _wait(check, what: str, timeout: float = 600.0, every: float = 1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -104,14 +106,9 @@ def _wait(check, what: str, timeout: float = 600.0, every: float = 2.0):
 
 
 def _backfill(api: AirflowAPI, dag_id: str, day: str) -> dict:
-    body = {
-        "dag_id": dag_id,
-        "from_date": f"{day}T00:00:00Z",
-        "to_date": f"{day}T00:00:00Z",
-        "reprocess_behavior": "completed",
-        "max_active_runs": 1,
-    }
-    return _wait(lambda: api.post("/api/v2/backfills", body), f"a backfill of {dag_id}")
+    """The library's backfill request: it retries what SQLite-busy looks like (503, a 500
+    "Database error", the partial backfill's 409 after one), seen under load."""
+    return create_backfill(api, [day], dag_id=dag_id)
 
 
 def _aliases(settings) -> dict[str, str]:
@@ -188,27 +185,34 @@ def test_two_generations_run_from_raw_data_to_production_by_themselves(
 
     with running_airflow(settings, port=free_port()) as base_url:
         api = AirflowAPI.login_embedded(base_url, Path(settings.home) / "airflow", "admin")
+        unpause = {"is_paused": False}  # a write: SQLite may be busy (503) right after boot
         for dag_id in DAGS:
             _wait(lambda d=dag_id: api.get(f"/api/v2/dags/{d}/details"), f"{dag_id} parsed")
-            api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+            _wait(lambda d=dag_id: api.patch(f"/api/v2/dags/{d}", unpause), f"{dag_id} unpaused")
 
         # Generation 1: the first raw data is all the test provides.
         _backfill(api, "curate_dataset", d0)
-        # The first version has no incumbent to compare a canary with: auto_canary takes it on
-        # to production (promotion.first_to_production), both moves in the ledger.
-        gen1 = _wait(lambda: _aliases(settings).get("production"), "gen 1 in production", 1200)
+        # The operator's gateway is up before any model is: it boots while gen 1 is curated and
+        # trained, and routes production to it once it is there.
         gateway.start()
         try:
+            # The first version has no incumbent to compare a canary with: auto_canary takes it
+            # on to production (promotion.first_to_production), both moves in the ledger.
+            gen1 = _wait(lambda: _aliases(settings).get("production"), "gen 1 in production", 1200)
             gateway.wait_until(lambda: gateway.health()["production"] == gen1, 120)
             simulate_users(gateway.url, settings.registered_model, requests=60, seed=2)
             time.sleep(1)  # the log writer's last flush
             _shift_log_back_a_day(settings)
 
-            # Generation 2: yesterday's feedback, harvested and curated by backfills. Curation's
-            # backfill comes first: its sensor must wait for the harvest, or the manifest
-            # checked below would count no feedback.
-            _backfill(api, "curate_dataset", d1)
-            _backfill(api, "harvest_feedback", d1)
+            # Generation 2: yesterday's feedback. A user's `modelyard backfill` of that date
+            # backfills harvest_feedback for it first (the request log holds feedback there),
+            # then curate_dataset, whose sensor waits for the harvest: without it the manifest
+            # checked below would count no feedback, and curation alone would wait for hours.
+            lines: list[str] = []
+            day1 = date.fromisoformat(d1)
+            outcomes = run_backfill(settings, day1, day1, out=lines.append)
+            assert any(f"of harvest_feedback {d1}..{d1}" in line for line in lines), lines
+            assert [(o.day, o.status) for o in outcomes] == [(d1, "new")], lines
             _wait(
                 lambda: (a := _aliases(settings)).get("canary") not in (None, gen1) and a,
                 "gen 2 in canary",

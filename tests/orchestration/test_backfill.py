@@ -144,7 +144,7 @@ def _wait(predicate: Callable[[], Any], what: str, timeout: float = 600.0) -> An
     while time.monotonic() < deadline:
         if result := predicate():
             return result
-        time.sleep(2)
+        time.sleep(1)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
