@@ -147,14 +147,16 @@ def init_airflow(settings: Settings) -> None:
 
 def _init_db() -> None:
     """In an Airflow environment: what ``airflow db migrate`` does (create or upgrade to
-    head; ``airflow standalone`` runs the same), then the ``gpu`` pool as ``pools set`` would."""
+    head; ``airflow standalone`` runs the same), then the ``gpu`` pool as ``pools set`` would,
+    unless it exists."""
     from airflow.models.pool import Pool
     from airflow.utils.db import initdb
 
     initdb()
-    Pool.create_or_update_pool(
-        "gpu", slots=1, description="GPU slots for training tasks", include_deferred=False
-    )
+    if Pool.get_pool("gpu") is None:  # created once: a user's `pools set gpu N` stays
+        Pool.create_or_update_pool(
+            "gpu", slots=1, description="GPU slots for training tasks", include_deferred=False
+        )
 
 
 @contextmanager

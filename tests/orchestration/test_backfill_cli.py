@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.airflow_env import VENV_BIN
+from modelyard.airflow_env import VENV_BIN, init_airflow
 from modelyard.settings import PROJECT_ROOT
 
 
@@ -38,6 +38,11 @@ def test_airflow_runs_against_the_embedded_home_and_passes_its_exit_code(setting
     assert "modelyard" in [p["name"] for p in json.loads(plugins.stdout)]
 
     assert _modelyard("airflow", "pools", "get", "no-such-pool").returncode == 1
+    # A user's pool size survives the next Airflow start (each one runs init_airflow).
+    assert _modelyard("airflow", "pools", "set", "gpu", "3", "two GPUs").returncode == 0
+    init_airflow(settings)
+    gpu = json.loads(_modelyard("airflow", "pools", "get", "gpu", "-o", "json").stdout)
+    assert [(p["pool"], int(p["slots"])) for p in gpu] == [("gpu", 3)]
     assert _modelyard("airflow", "no-such-command").returncode == 2
 
 
