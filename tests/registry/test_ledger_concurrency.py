@@ -4,7 +4,6 @@ modelyard supports (SQLite, PostgreSQL, a real ``mlflow server``), and reads giv
 from __future__ import annotations
 
 import json
-import multiprocessing
 from collections import Counter
 
 import pytest
@@ -14,6 +13,7 @@ from modelyard.registry.ledger import append_entry, read_ledger
 from modelyard.registry.stages import ensure_registered_model
 from modelyard.registry.tags import LEDGER_PREFIX
 from modelyard.settings import Settings
+from tests.registry.concurrently import at_once
 from tests.registry.stores import with_store
 
 WRITERS = 4
@@ -55,17 +55,7 @@ def test_concurrent_appends_keep_every_entry_in_one_stable_order(store: Settings
     name = store.registered_model
     ensure_registered_model(client, name)
 
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(WRITERS), ctx.Queue()
-    procs = [
-        ctx.Process(target=_append_worker, args=(store, w, barrier, results))
-        for w in range(WRITERS)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    outcomes = at_once(_append_worker, [(store, w) for w in range(WRITERS)], timeout=300)
     assert all(kind == "ok" for kind, _ in outcomes), outcomes
 
     ledger = read_ledger(client, name)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 from evaluation.helpers import publish_dataset, train_result
 
 from modelyard.registry import promote, register_candidate, status
 from modelyard.settings import Settings
+from tests.registry.concurrently import at_once
 
 
-def _promote_worker(home: str, base: str, barrier, results) -> None:
+def _promote_worker(home: str, base: str, actor: str, barrier, results) -> None:
     settings = Settings(home=Path(home), base_model=base)
     barrier.wait()
     try:
-        out = promote(
-            settings, "production", actor=multiprocessing.current_process().name, reason="race"
-        )
+        out = promote(settings, "production", actor=actor, reason="race")
         results.put(("ok", out["version"]))
     except ValueError as exc:
         results.put(("refused", str(exc)))
@@ -43,22 +41,8 @@ def test_concurrent_promotions_leave_one_production(
     )
     promote(settings, "canary", actor="setup", reason="race setup")
 
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_promote_worker,
-            name=f"promoter-{i}",
-            args=(str(settings.home), str(tiny_model), barrier, results),
-        )
-        for i in range(2)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = sorted(results.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    args = [(str(settings.home), str(tiny_model), f"promoter-{i}") for i in range(2)]
+    outcomes = sorted(at_once(_promote_worker, args, timeout=120))
 
     assert [o[0] for o in outcomes] == ["ok", "refused"]
     assert outcomes[0][1] == registered["version"]

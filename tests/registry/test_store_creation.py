@@ -7,10 +7,10 @@ without a lock, so before ``ensure_store_created`` one of them failed in the mig
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 from modelyard.settings import Settings
+from tests.registry.concurrently import at_once
 
 
 def _open_store(home: str, barrier, results) -> None:
@@ -26,17 +26,7 @@ def _open_store(home: str, barrier, results) -> None:
 
 
 def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path) -> None:
-    ctx = multiprocessing.get_context("spawn")
     processes = 4
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [
-        ctx.Process(target=_open_store, args=(str(tmp_path / "home"), barrier, results))
-        for _ in range(processes)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=180) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    outcomes = at_once(_open_store, [(str(tmp_path / "home"),)] * processes, timeout=180)
     assert outcomes == [("ok", 0)] * processes
     assert (tmp_path / "home" / "mlflow" / "mlflow.db").is_file()
