@@ -13,8 +13,8 @@ which harvests a date that got feedback before curating it), ``finetune_model`` 
     -> gate -> staging -> auto canary -> traffic -> canary_analysis -> production on gen 2
 
 The gateway stamps traffic with the real clock, and Airflow backfills only intervals that
-have ended, so once gen 1's users have rated its answers the request log is moved one day
-back (those answers were "yesterday's"): the only step that is not production's own.
+have ended, so once gen 1's users have rated its answers the request log is moved back to
+D1, two days ago (those answers were D1's): the only step that is not production's own.
 """
 
 from __future__ import annotations
@@ -133,12 +133,12 @@ def _versions(settings) -> list:
     return sorted(found, key=lambda v: int(v.version))
 
 
-def _shift_log_back_a_day(settings) -> None:
-    """Yesterday's traffic: every logged request and rating moves 24 h back."""
+def _shift_log_back(settings, days: int) -> None:
+    """Traffic of ``days`` ago: every logged request and rating moves that far back."""
     path = settings.home / "serving" / "requests.db"
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE serving_requests SET ts = ts - 86400")
-        conn.execute("UPDATE serving_feedback SET ts = ts - 86400")
+        conn.execute("UPDATE serving_requests SET ts = ts - ?", (days * 86400,))
+        conn.execute("UPDATE serving_feedback SET ts = ts - ?", (days * 86400,))
 
 
 def _drive_until(gateway, settings, done, what: str, timeout: float = 600.0) -> None:
@@ -179,7 +179,10 @@ def test_two_generations_run_from_raw_data_to_production_by_themselves(
 
     settings = generation_settings
     today = datetime.now(UTC).date()
-    d0, d1 = (today - timedelta(days=2)).isoformat(), (today - timedelta(days=1)).isoformat()
+    # Older than yesterday: unpausing the time-based DAGs starts their scheduled runs for
+    # yesterday, which the backfills below must not collide with (reprocessing a run the
+    # scheduler just ran is Airflow's business, not this chain's).
+    d0, d1 = (today - timedelta(days=3)).isoformat(), (today - timedelta(days=2)).isoformat()
     write_partition(settings.storage_path / "raw", date.fromisoformat(d0), n=120)
     gateway = GatewayProcess(settings.home, tiny_model, env=ENV)
 
@@ -202,9 +205,9 @@ def test_two_generations_run_from_raw_data_to_production_by_themselves(
             gateway.wait_until(lambda: gateway.health()["production"] == gen1, 120)
             simulate_users(gateway.url, settings.registered_model, requests=60, seed=2)
             time.sleep(1)  # the log writer's last flush
-            _shift_log_back_a_day(settings)
+            _shift_log_back(settings, days=2)
 
-            # Generation 2: yesterday's feedback. A user's `modelyard backfill` of that date
+            # Generation 2: D1's feedback. A user's `modelyard backfill` of that date
             # backfills harvest_feedback for it first (the request log holds feedback there),
             # then curate_dataset, whose sensor waits for the harvest: without it the manifest
             # checked below would count no feedback, and curation alone would wait for hours.
