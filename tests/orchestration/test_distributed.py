@@ -15,6 +15,7 @@ and the DAG run must succeed and register a model version with lineage.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from datetime import date
@@ -110,6 +111,14 @@ def _keys(endpoint: str, bucket: str, prefix: str) -> list[str]:  # noqa: F811
     ]
 
 
+def _sealed(endpoint: str, bucket: str, run_prefix: str) -> list[int]:  # noqa: F811
+    """Steps of the run's checkpoints sealed in S3, ascending."""
+    prefix = f"{run_prefix}/checkpoints/"
+    marker = re.compile(rf"{re.escape(prefix)}checkpoint-(\d+)/modelyard-sealed\.json")
+    keys = _keys(endpoint, bucket, prefix)
+    return sorted(int(m.group(1)) for k in keys if (m := marker.fullmatch(k)))
+
+
 def _dag_parsed(api: AirflowAPI) -> bool:
     try:
         return bool(api.get("/api/v2/dags/finetune_model"))
@@ -149,7 +158,6 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
     version = _publish_dataset(settings, tmp_path)
     empty_home = tmp_path / "gpu2-home"
     run_prefix = f"data/runs/{RUN_ID}"
-    sealed = f"{run_prefix}/checkpoints/checkpoint-{SAVE_STEPS}/modelyard-sealed.json"
 
     with (
         redis_broker(tmp_path) as broker,
@@ -166,15 +174,18 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
                 "conf": {"max_steps": MAX_STEPS, "dataset_version": version},
             },
         )
-        # Kill the training process once its first checkpoint is sealed in S3.
-        api.wait_for(
-            lambda: sealed in _keys(s3_env, bucket, run_prefix), "a sealed checkpoint", 300, 0.5
-        )
+        # Kill the training process as soon as its first checkpoint is sealed in S3: found
+        # before the seal, so the kill follows it within one poll (not a later checkpoint).
+        trainer = api.wait_for(_trainer_process, "the trainer process", 300, 0.2)
+        api.wait_for(lambda: _sealed(s3_env, bucket, run_prefix), "a sealed checkpoint", 300, 0.2)
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait(30)
+        # A checkpoint is sealed last, so the dead trainer's sealed set is final.
+        sealed_at_kill = _sealed(s3_env, bucket, run_prefix)
         mirrored_run = _keys(s3_env, bucket, f"{run_prefix}/mlflow_run.json")
-        trainer = api.wait_for(_trainer_process, "the trainer process", 30, 0.2)
         first_home = Path(settings.home) / "runs" / RUN_ID
         assert (first_home / "checkpoints").is_dir()
-        trainer.send_signal(signal.SIGKILL)
+        assert sealed_at_kill[-1] < MAX_STEPS, f"killed too late to resume: {sealed_at_kill}"
         # Within the 15 s retry delay: the lost worker must not take the retry.
         api.wait_for(lambda: _train_state(api) == "up_for_retry", "train to fail", 60, 0.5)
         # The gpu machine is gone; a new one, with nothing on its local disk, takes the queue.
@@ -216,10 +227,11 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
     # The retry restored the checkpoint from S3 onto an empty disk and continued from it.
     if isinstance(train_xcom, str):
         train_xcom = json.loads(train_xcom)
-    assert train_xcom["resumed_from"] == f"checkpoint-{SAVE_STEPS}"
+    resumed = f"checkpoint-{sealed_at_kill[-1]}"
+    assert train_xcom["resumed_from"] == resumed
     assert train_xcom["global_step"] == MAX_STEPS
     assert train_xcom["adapter_dir"].startswith(str(empty_home))
-    assert (empty_home / "runs" / RUN_ID / "checkpoints" / f"checkpoint-{SAVE_STEPS}").is_dir()
+    assert (empty_home / "runs" / RUN_ID / "checkpoints" / resumed).is_dir()
 
     # Same MLflow run, its step count continuing past the checkpoint; through the server only.
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
@@ -231,7 +243,7 @@ def test_finetune_on_celery_with_s3_and_mlflow_server_survives_losing_the_gpu_wo
     steps = sorted(
         {m.step for m in client.get_metric_history(mlflow_run.info.run_id, "train_loss")}
     )
-    assert steps[0] < SAVE_STEPS < steps[-1] <= MAX_STEPS, steps
+    assert steps[0] < sealed_at_kill[-1] < steps[-1] <= MAX_STEPS, steps
     assert mlflow_run.info.artifact_uri.startswith("mlflow-artifacts:/"), mlflow_run.info
     artifacts = _keys(s3_env, bucket, "mlflow/")
     assert any(k.endswith("gate/report.json") for k in artifacts), artifacts[:20]
