@@ -150,11 +150,13 @@ def create_backfill(
     api: AirflowAPI, days: list[str], dag_id: str = DAG_ID, timeout: float = 180.0
 ) -> dict:
     """``POST /backfills`` of ``dag_id`` (one run at a time, in date order), retried while the
-    embedded SQLite DB is busy.
+    embedded SQLite DB is busy or an earlier backfill of the DAG has only its bookkeeping left.
 
     Airflow answers 503 (or 500 "Database error") when the scheduler holds SQLite's write lock
-    and removes the partial backfill (a 409 "already running" right after is that leftover,
-    which the scheduler clears); a 409 on the first try is a backfill someone else started.
+    and removes the partial backfill. It answers 409 "already running" while any backfill of the
+    DAG lacks ``completed_at``, which the scheduler sets on a 30 s timer after its last run ended
+    (or on that partial leftover): so a 409 while none of the DAG's backfill runs is queued or
+    running is waited out; one with a live run is a backfill someone else started.
     """
     body = {
         "dag_id": dag_id,
@@ -164,7 +166,7 @@ def create_backfill(
         "reprocess_behavior": "completed",
         "max_active_runs": 1,
     }
-    deadline, locked = time.monotonic() + timeout, False
+    deadline = time.monotonic() + timeout
     while True:
         try:
             return api.post("/api/v2/backfills", body)
@@ -172,8 +174,8 @@ def create_backfill(
             # SQLite busy shows as a 503, or as a 500 "Database error" when the lock timed out
             # inside the request's transaction.
             busy = exc.status == 503 or (exc.status == 500 and "Database error" in str(exc))
-            retry = busy or (exc.status == 409 and locked)
-            if not retry or time.monotonic() > deadline:
+            finishing = exc.status == 409 and not _live_backfill_runs(api, dag_id)
+            if not (busy or finishing) or time.monotonic() > deadline:
                 if exc.status == 409:
                     raise AirflowAPIError(
                         409,
@@ -181,8 +183,15 @@ def create_backfill(
                         "(Airflow UI: the DAG's Backfills tab)",
                     ) from None
                 raise
-            locked = locked or busy
-            time.sleep(3)
+            time.sleep(2)
+
+
+def _live_backfill_runs(api: AirflowAPI, dag_id: str) -> int:
+    """How many of ``dag_id``'s backfill runs are queued or running."""
+    runs = api.get(
+        f"/api/v2/dags/{dag_id}/dagRuns", run_type="backfill", state=["queued", "running"], limit=1
+    )
+    return runs["total_entries"]
 
 
 def _unpause(api: AirflowAPI, out: Callable[[str], None], dag_id: str = DAG_ID) -> None:
@@ -200,13 +209,16 @@ def follow(
     every: float = 2.0,
     harvest: dict | None = None,
 ) -> list[DateOutcome]:
-    """Print each date's outcome as its run ends (they end in date order) until the backfill
-    completes; dates the backfill did not run are reported last. A failed harvest of a date
-    (``harvest``: its backfill) ends the wait there: that date's curation waits for it."""
+    """Print each date's outcome as its run ends (they end in date order) until every date has
+    one; a date the backfill did not run is known once Airflow marks the backfill completed (on a
+    30 s timer), so only then is it waited for. A failed harvest of a date (``harvest``: its
+    backfill) ends the wait there: that date's curation waits for it."""
     outcomes: dict[str, DateOutcome] = {}
     while True:
-        completed = api.get(f"/api/v2/backfills/{backfill['id']}")["completed_at"] is not None
         runs = _runs_of(api, backfill, days)
+        completed = len(runs) < len(days) and (
+            api.get(f"/api/v2/backfills/{backfill['id']}")["completed_at"] is not None
+        )
         for day in days:
             if day in outcomes:
                 continue
@@ -225,7 +237,7 @@ def follow(
             else:
                 break  # later dates wait for this one: report in date order
             out(outcomes[day].line())
-        if completed and len(outcomes) == len(days):
+        if len(outcomes) == len(days):
             return [outcomes[day] for day in days]
         time.sleep(every)
 
