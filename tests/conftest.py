@@ -19,6 +19,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# The tests' torch processes (Airflow's train task, gateways, `dags test`) share two cores with
+# Airflow's own: with two OpenMP threads each, a thread spin-waits for a partner that has no core
+# (bench/trainer.py on a busy box: 40 tiny-model steps took 2.2x as long as with one thread).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
