@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import importlib
 import os
 import threading
 import time
@@ -45,12 +44,6 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _load(modules: tuple[str, ...]) -> None:
-    """A new worker's first job: import what later jobs need."""
-    for module in modules:
-        importlib.import_module(module)
-
-
 class Workers:
     """The worker processes of a run: spawned on first use, shared by the stages given the
     same instance (the CLI's curation and gate pay for one start-up, ~0.7 CPU-s a worker),
@@ -74,15 +67,6 @@ class Workers:
                 initargs=(os.getpid(),),
             )
         return self._pool
-
-    def start(self, *modules: str) -> None:
-        """Spawn every worker now, each importing ``modules``, rather than on the first job:
-        the workers' start-up then overlaps the caller's own (its imports, and threads that
-        hold its GIL) instead of following it."""
-        pool = self.pool()
-        if pool is not None:  # a job a worker: each submit spawns one while none is idle
-            for _ in range(self.count):
-                pool.submit(_load, modules)
 
     def __enter__(self) -> Workers:
         return self

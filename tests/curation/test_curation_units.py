@@ -164,24 +164,3 @@ def test_worker_jobs_pause_the_collector_and_restore_it() -> None:
         assert not gc.isenabled()  # off before, so left off
     finally:
         gc.enable()
-
-
-def test_workers_start_spawns_every_worker_before_the_first_job() -> None:
-    """``Workers.start`` spawns the whole pool at once (its imports then overlap the
-    caller's start-up); one worker asked for means none: work stays in this process."""
-    import psutil
-
-    from modelyard.workers import Workers
-
-    def workers() -> list[psutil.Process]:
-        children = psutil.Process().children()
-        return [p for p in children if "spawn_main" in " ".join(p.cmdline())]
-
-    with Workers(1) as alone:
-        alone.start("modelyard.validation.columns")
-        assert alone.pool() is None and not workers()
-    with Workers(2) as pool:
-        pool.start("modelyard.validation.columns")
-        assert len(workers()) == 2
-        assert pool.pool().submit(sum, [1, 2]).result() == 3
-    assert not workers()

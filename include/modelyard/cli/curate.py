@@ -147,15 +147,11 @@ def run(args: argparse.Namespace) -> int:
     output = check_output(args.output, inputs)
     try:
         with _sigterm_unwinds():
+            from modelyard.tasks.curation import curate_into
             from modelyard.workers import Workers
 
+            threading.Thread(target=_import_gate, name="import-gate", daemon=True).start()
             with Workers(settings.curation.workers) as workers:  # one start-up for both
-                # First: the workers' imports overlap this process's, and the GX import
-                # thread below would slow down everything this thread does until it ends.
-                workers.start("modelyard.curation.prepare", "modelyard.validation.columns")
-                from modelyard.tasks.curation import curate_into
-
-                threading.Thread(target=_import_gate, name="import-gate", daemon=True).start()
                 start = time.perf_counter()
                 partition = partition_of(args.input)
                 manifest = curate_into(
