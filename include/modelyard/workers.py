@@ -8,6 +8,7 @@ when it is gone, SIGKILL included.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import threading
@@ -20,10 +21,20 @@ from multiprocessing import current_process, get_context
 from typing import Any
 
 
+def _start_worker(parent: int) -> None:
+    """Pool worker initializer. The worker leaves when its parent is gone (``_exit_with``),
+    and its exit skips the final collection's walk over what numpy, Arrow and pydantic
+    left alive (``gc.freeze``, as the CLI's own exit does): that walk made every pool
+    shutdown, which the parent waits for, ~0.3 s longer (0.30-0.56 s -> 0.05-0.15 s,
+    measured). Memory goes back to the OS either way."""
+    _exit_with(parent)
+    atexit.register(gc.freeze)
+
+
 def _exit_with(parent: int) -> None:
-    """Pool worker initializer: leave when the parent process is gone. A thread polling the
-    parent pid rather than Linux's PR_SET_PDEATHSIG: the same on every OS, and not tied to
-    the lifetime of the parent thread that happened to start the worker."""
+    """Leave when the parent process is gone. A thread polling the parent pid rather than
+    Linux's PR_SET_PDEATHSIG: the same on every OS, and not tied to the lifetime of the
+    parent thread that happened to start the worker."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -52,7 +63,7 @@ class Workers:
             self._pool = ProcessPoolExecutor(
                 self.count,
                 mp_context=get_context("spawn"),
-                initializer=_exit_with,
+                initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
         return self._pool
