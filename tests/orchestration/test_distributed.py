@@ -39,7 +39,8 @@ pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 PARTITION = "2026-10-01"
 RUN_ID = "distributed_s3_kill_resume"
 SAVE_STEPS = 10
-MAX_STEPS = 20
+# Two checkpoints after the first: a kill that lands a checkpoint late still resumes mid-run.
+MAX_STEPS = 30
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def cluster_settings(settings, bucket, postgres_server, tmp_path, monkeypatch): 
         recipe = settings.training.recipe.model_dump(mode="json")
         recipe.update(eval_steps=SAVE_STEPS, save_steps=SAVE_STEPS)
         monkeypatch.setenv("MODELYARD_TRAINING__RECIPE", json.dumps(recipe))
-        # 20 steps prove the orchestration, not the model: a bar every candidate clears, so the
+        # 30 steps prove the orchestration, not the model: a bar every candidate clears, so the
         # run's `gate` task passes (the gate itself is tests/evaluation's subject).
         bar = {"rouge_l": {"threshold": 0, "min_absolute_change": -1}}
         monkeypatch.setenv("MODELYARD_GATE__THRESHOLDS", json.dumps(bar))
