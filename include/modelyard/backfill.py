@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -210,9 +210,9 @@ def follow(
     harvest: dict | None = None,
 ) -> list[DateOutcome]:
     """Print each date's outcome as its run ends (they end in date order) until every date has
-    one; a date the backfill did not run is known once Airflow marks the backfill completed (on a
-    30 s timer), so only then is it waited for. A failed harvest of a date (``harvest``: its
-    backfill) ends the wait there: that date's curation waits for it."""
+    one, then close the backfill; a date the backfill did not run is known once Airflow marks the
+    backfill completed (on a 30 s timer), so only then is it waited for. A failed harvest of a
+    date (``harvest``: its backfill) ends the wait there: that date's curation waits for it."""
     outcomes: dict[str, DateOutcome] = {}
     while True:
         runs = _runs_of(api, backfill, days)
@@ -238,8 +238,22 @@ def follow(
                 break  # later dates wait for this one: report in date order
             out(outcomes[day].line())
         if len(outcomes) == len(days):
+            if not completed:
+                _close(api, backfill)
             return [outcomes[day] for day in days]
         time.sleep(every)
+
+
+def _close(api: AirflowAPI, backfill: dict) -> None:
+    """Mark a backfill whose runs have all ended completed now, not on Airflow's timer.
+
+    The scheduler sets ``completed_at`` on a 30 s timer and refuses another backfill of the DAG
+    until then (409). Cancelling a backfill with no run left queued only sets ``completed_at``
+    (and pauses it, which no longer matters), so the next backfill starts at once. When the
+    scheduler got there first (409) or SQLite is busy, its timer still does the job.
+    """
+    with suppress(AirflowAPIError):
+        api.request("PUT", f"/api/v2/backfills/{backfill['id']}/cancel")
 
 
 def _failed_harvest(api: AirflowAPI, harvest: dict, day: str) -> DateOutcome | None:

@@ -107,6 +107,9 @@ def test_backfill_after_the_demo_reports_unchanged_and_keeps_the_versions(
         assert set(published) == set(DATES)
         assert [o.version for o in demo[1:]] == [published[day] for day in DATES]
         assert sorted(_asset_events(settings)) == sorted(published.values())
+        # Closed on return, not on Airflow's 30 s timer: the next backfill can start at once.
+        backfills = api.get("/api/v2/backfills", dag_id="curate_dataset")["backfills"]
+        assert [b["completed_at"] is not None for b in backfills] == [True]
         first_runs = _backfill_runs(api)
         assert [r["logical_date"][:10] for r in first_runs] == [MISSING, *DATES]
         _assert_one_at_a_time_in_date_order(first_runs)
