@@ -28,13 +28,22 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from modelyard.airflow_api import AirflowAPI, AirflowAPIError, quoted
-from modelyard.airflow_env import find_running_airflow, free_port, running_airflow
+from modelyard.airflow_env import (
+    find_running_airflow,
+    free_port,
+    running_airflow,
+    scheduler_healthy,
+)
 from modelyard.feedback.ordering import harvest_pending
 from modelyard.settings import Settings
 
 DAG_ID = "curate_dataset"
 HARVEST_DAG_ID = "harvest_feedback"
 TERMINAL = ("success", "failed")
+#: How long Airflow may report the scheduler unhealthy (no heartbeat for its
+#: ``scheduler_health_check_threshold``, 30 s by default) before a backfill stops waiting: a
+#: scheduler that died (standalone does not restart it) would otherwise be waited for forever.
+SCHEDULER_GRACE_S = 15.0
 
 
 class NoScheduler(RuntimeError):
@@ -214,6 +223,7 @@ def follow(
     backfill completed (on a 30 s timer), so only then is it waited for. A failed harvest of a
     date (``harvest``: its backfill) ends the wait there: that date's curation waits for it."""
     outcomes: dict[str, DateOutcome] = {}
+    unhealthy_since: float | None = None
     while True:
         runs = _runs_of(api, backfill, days)
         completed = len(runs) < len(days) and (
@@ -241,6 +251,17 @@ def follow(
             if not completed:
                 _close(api, backfill)
             return [outcomes[day] for day in days]
+        if scheduler_healthy(api.base_url):
+            unhealthy_since = None
+        elif unhealthy_since is None:
+            unhealthy_since = time.monotonic()
+        elif time.monotonic() - unhealthy_since >= SCHEDULER_GRACE_S:
+            waiting = ", ".join(day for day in days if day not in outcomes)
+            raise NoScheduler(
+                f"the scheduler of {api.base_url} has stopped (Airflow reports no heartbeat), "
+                f"so {waiting} cannot run; dates reported above are done. Restart Airflow "
+                "(`make airflow`) and run this backfill again"
+            )
         time.sleep(every)
 
 

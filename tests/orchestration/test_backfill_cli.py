@@ -1,18 +1,22 @@
 """`modelyard airflow ARGS` and `modelyard backfill`'s refusals, as a user runs them (real
-processes, no scheduler): the Airflow CLI sees the embedded environment and its exit code comes
-back unchanged; a bad range or a missing scheduler is one clear line, and touches nothing."""
+processes): the Airflow CLI sees the embedded environment and its exit code comes back unchanged;
+a bad range, a missing scheduler or one that dies mid-backfill is one clear line, not a hang."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from datetime import date
 from pathlib import Path
 
+import psutil
 import pytest
 
-from modelyard.airflow_env import VENV_BIN, init_airflow
+from modelyard.airflow_env import VENV_BIN, init_airflow, running_airflow
+from modelyard.sampledata import write_partition
 from modelyard.settings import PROJECT_ROOT
+from tests.net import free_port
 
 
 def _modelyard(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -80,3 +84,33 @@ def test_without_a_scheduler_it_says_how_to_get_one(settings):
         assert "no Airflow scheduler is running" in lines[0]
         assert "make airflow" in lines[0] and "--start-airflow" in lines[0]
         assert not (airflow_home / "airflow.db").exists()
+
+
+def test_a_scheduler_that_dies_mid_backfill_is_one_line_not_a_hang(settings):
+    """`airflow standalone` does not restart a scheduler that died (seen here: its loop crashing
+    on a run a failed SQLite write had removed), so nothing would ever end the wait."""
+    write_partition(settings.storage_path / "raw", date(2026, 10, 1), n=20)
+    with running_airflow(settings, port=free_port()) as base_url:
+        standalone = json.loads((Path(settings.home) / "airflow" / "api_server.json").read_text())
+        (scheduler,) = [
+            p
+            for p in psutil.Process(standalone["pid"]).children(recursive=True)
+            if p.cmdline()[-1:] == ["scheduler"]
+        ]
+        cli = subprocess.Popen(
+            [str(VENV_BIN / "modelyard"), "backfill", "--from", "2026-10-01", "--to", "2026-10-01"],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for line in cli.stdout:
+            if line.startswith("backfill "):  # created and followed: the scheduler dies now
+                scheduler.kill()
+                break
+        _, stderr = cli.communicate(timeout=300)
+    assert cli.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert f"the scheduler of {base_url} has stopped" in lines[0]
+    assert "so 2026-10-01 cannot run" in lines[0]
