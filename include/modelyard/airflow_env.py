@@ -175,6 +175,10 @@ def running_airflow(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
         }
     )
+    # The scheduler's and triggerer's log servers default to fixed ports (8793, 8794): a second
+    # Airflow on this machine (another home, the tests) would lose them to the first.
+    for key in ("WORKER_LOG_SERVER_PORT", "TRIGGER_LOG_SERVER_PORT"):
+        env.setdefault(f"AIRFLOW__LOGGING__{key}", str(free_port()))
     log_file = log_file or Path(settings.home) / "airflow" / "standalone.log"
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
