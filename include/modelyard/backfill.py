@@ -161,11 +161,12 @@ def create_backfill(
     """``POST /backfills`` of ``dag_id`` (one run at a time, in date order), retried while the
     embedded SQLite DB is busy or an earlier backfill of the DAG has only its bookkeeping left.
 
-    Airflow answers 503 (or 500 "Database error") when the scheduler holds SQLite's write lock
-    and removes the partial backfill. It answers 409 "already running" while any backfill of the
-    DAG lacks ``completed_at``, which the scheduler sets on a 30 s timer after its last run ended
-    (or on that partial leftover): so a 409 while none of the DAG's backfill runs is queued or
-    running is waited out; one with a live run is a backfill someone else started.
+    Airflow answers 503 (or 500 "Database error") when the scheduler holds SQLite's write lock,
+    sometimes leaving the backfill row without its runs. It answers 409 "already running" while
+    any backfill of the DAG lacks ``completed_at``, which the scheduler sets on a timer (30 s
+    after a last run ended; minutes for such a leftover, seen here). So on a 409 while none of
+    the DAG's backfill runs is queued or running, the open backfills (bookkeeping only) are
+    closed and the request is sent again; one with a live run is a backfill someone else started.
     """
     body = {
         "dag_id": dag_id,
@@ -192,6 +193,10 @@ def create_backfill(
                         "(Airflow UI: the DAG's Backfills tab)",
                     ) from None
                 raise
+            if finishing:
+                for left in api.get("/api/v2/backfills", dag_id=dag_id)["backfills"]:
+                    if left["completed_at"] is None:
+                        _close(api, left)
             time.sleep(2)
 
 

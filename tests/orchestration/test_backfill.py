@@ -36,7 +36,7 @@ from modelyard.sampledata import write_partition
 from tests.net import free_port
 from tests.orchestration.test_finetune_dag import Webhook
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
 MISSING = "2026-09-30"
 DATES = ["2026-10-01", "2026-10-02", "2026-10-03"]
 
@@ -190,11 +190,25 @@ def _two_new_dates_make_one_training_run(
     )
     for day in NEW_DATES:
         write_partition(raw, date.fromisoformat(day), n=60)
+    # Someone's backfill that ran nothing (every date had run) stays open, blocking the DAG's
+    # next backfill (409), until Airflow's timer closes it: the next backfill closes it itself.
+    idle = api.post(
+        "/api/v2/backfills",
+        {
+            "dag_id": "curate_dataset",
+            "from_date": f"{DATES[0]}T00:00:00Z",
+            "to_date": f"{DATES[-1]}T00:00:00Z",
+            "reprocess_behavior": "none",
+        },
+    )
+    assert idle["completed_at"] is None
     outcomes = run_backfill(
         settings, date.fromisoformat(NEW_DATES[0]), date.fromisoformat(NEW_DATES[-1]), out=print
     )
     assert [o.status for o in outcomes] == ["new", "new"]
     new_versions = [o.version for o in outcomes]
+    idle = api.get(f"/api/v2/backfills/{idle['id']}")
+    assert idle["completed_at"] and idle["is_paused"]  # closed by cancelling: not by the timer
     # The operator cancels the waiting run; the GPU frees up.
     api.patch(f"{FT}/dagRuns/{quoted(waiting)}", {"state": "failed"})
     _gpu_slots(api, 1)
