@@ -15,7 +15,9 @@ from modelyard.serving.logreader import RequestLogReader
 from modelyard.serving.requestlog import log_url
 
 FLUSH = 0.1
-SLACK = 0.5  # a commit takes time too, more so on two busy cores
+# The flush thread's wake-up and the commit take time too: up to 0.8 s seen while `make test`'s
+# other worker kept both cores busy (a writer that lost more would lose whole seconds).
+SLACK = 1.5
 
 
 @pytest.mark.usefixtures("mlflow_store")
