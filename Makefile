@@ -25,9 +25,13 @@ $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt pyproje
 demo: $(STAMP)
 	$(BIN)/modelyard demo
 
+# Two workers: one runs the tests marked `scheduler`, one after another, while the other takes
+# the remaining files (tests/conftest.py makes the units). Those tests mostly wait on a
+# scheduler, so one worker left a core idle. TEST_WORKERS=0 runs everything in this process.
 # pytest exits 5 when it collected nothing: that is a failure here, and make fails on it too.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
 airflow: $(STAMP)

@@ -25,6 +25,18 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Work units for `make test`'s two workers (``--dist loadgroup``): the tests marked
+    ``scheduler`` are one unit, started first and run one at a time (two busy schedulers on two
+    cores starved each other's SQLite writes until one crashed), and every other file is a
+    unit of its own, so its module fixtures are built once."""
+    for item in items:
+        group = "scheduler" if item.get_closest_marker("scheduler") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("scheduler") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama + tokenizer saved with save_pretrained, built once per session."""

@@ -33,7 +33,7 @@ from modelyard.backfill import create_backfill, run_backfill
 from modelyard.sampledata import write_partition
 from tests.net import free_port
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
 DAGS = (
     "curate_dataset",
     "harvest_feedback",

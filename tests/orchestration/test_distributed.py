@@ -35,7 +35,7 @@ from tests.pg import database
 from tests.registry.mlflow_server import mlflow_server
 from tests.storage.conftest import bucket, s3_endpoint, s3_env  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
+pytestmark = [pytest.mark.airflow, pytest.mark.scheduler, pytest.mark.postgres]
 PARTITION = "2026-10-01"
 RUN_ID = "distributed_s3_kill_resume"
 SAVE_STEPS = 10

@@ -16,7 +16,7 @@ import pytest
 from modelyard.demo import run_demo, what_changed
 from modelyard.registry import tags
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
 
 
 def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, capsys):

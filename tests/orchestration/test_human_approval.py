@@ -19,7 +19,7 @@ from modelyard.airflow_env import PROJECT_ROOT, airflow, running_airflow
 from tests.net import free_port
 from tests.orchestration.api import AirflowAPI
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
 RUNS = "/api/v2/dags/promote_model/dagRuns"
 HUMAN_DELAY_S = 8
 

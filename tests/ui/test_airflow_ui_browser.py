@@ -26,7 +26,7 @@ from modelyard.airflow_api import AirflowAPI, quoted
 from modelyard.airflow_env import free_port, running_airflow
 from modelyard.registry import status
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
 MLFLOW_UI = "http://mlflow.example:5000"
 USERS = "admin:admin,alice:user,victor:viewer"
 RUN_TIMEOUT_MS = 240_000  # a promote_model run under a scheduler on a busy 2-core box
