@@ -283,7 +283,8 @@ def main(argv: list[str]) -> None:
                 "--port",
                 "5000",
             ],
-            os.environ.copy(),
+            # modelyard runs no MLflow server jobs; their huey consumers would poll all day.
+            os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     else:
         raise SystemExit("usage: python -m modelyard.airflow_env standalone|init-db|mlflow-ui")

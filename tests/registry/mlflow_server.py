@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import urllib.request
@@ -48,6 +49,8 @@ def mlflow_server(
                 "--workers",
                 "1",
             ],
+            # As docker/compose.yaml runs it: no MLflow server jobs, no huey consumers polling.
+            env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
