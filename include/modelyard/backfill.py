@@ -226,7 +226,8 @@ def follow(
     """Print each date's outcome as its run ends (they end in date order) until every date has
     one, then close the backfill; a date the backfill did not run is known once Airflow marks the
     backfill completed (on a 30 s timer), so only then is it waited for. A failed harvest of a
-    date (``harvest``: its backfill) ends the wait there: that date's curation waits for it."""
+    date (``harvest``: its backfill) ends the wait there: that date's curation waits for it.
+    A scheduler Airflow reports unhealthy for ``SCHEDULER_GRACE_S`` ends it with NoScheduler."""
     outcomes: dict[str, DateOutcome] = {}
     unhealthy_since: float | None = None
     while True:
