@@ -129,11 +129,9 @@ def find_running_airflow(settings: Settings) -> str | None:
 
 
 def init_airflow(settings: Settings) -> None:
-    """Migrate the metadata DB and create the ``gpu`` pool (one slot: one GPU).
-
-    One Python process does both (``airflow db migrate`` + ``airflow pools set`` were two, each
-    paying Airflow's start-up, seconds on a small box before every Airflow start).
-    """
+    """Migrate the metadata DB and create the ``gpu`` pool (one slot: one GPU), in one
+    process (``airflow db migrate`` + ``airflow pools set`` were two, each paying Airflow's
+    start-up). An Airflow started here does the same in its own process."""
     (Path(settings.home) / "airflow").mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         [sys.executable, "-m", "modelyard.airflow_env", "init-db"],
@@ -164,8 +162,9 @@ def running_airflow(
     settings: Settings, port: int = 8080, timeout: float = 180.0, log_file: Path | None = None
 ) -> Iterator[str]:
     """Run ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) on the
-    embedded home until the context exits; yields the API base URL once the scheduler is up."""
-    init_airflow(settings)
+    embedded home until the context exits; yields the API base URL once the scheduler is up.
+    Its process migrates the DB and creates the ``gpu`` pool first (:func:`serve_standalone`)."""
+    (Path(settings.home) / "airflow").mkdir(parents=True, exist_ok=True)
     base_url = f"http://127.0.0.1:{port}"
     env = airflow_env(settings)
     env.update(
@@ -182,7 +181,7 @@ def running_airflow(
     log_file = log_file or Path(settings.home) / "airflow" / "standalone.log"
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "airflow"), "standalone"],
+            [sys.executable, "-m", "modelyard.airflow_env", "standalone"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -234,17 +233,30 @@ def _exec(argv: list[str], env: dict[str, str]) -> NoReturn:
 
 
 def serve_standalone(settings: Settings) -> NoReturn:
-    """``make airflow``: this process becomes ``airflow standalone`` on the embedded home
-    (same pid, so the record written first names the running Airflow)."""
-    init_airflow(settings)
+    """``make airflow`` and :func:`running_airflow`: this process migrates the DB, creates the
+    ``gpu`` pool and becomes ``airflow standalone`` on the embedded home (same pid, so the
+    record written first names the running Airflow).
+
+    One process: standalone migrates the DB itself, so a separate ``init-db`` process paid
+    Airflow's imports a second time (~5 CPU-s here) before every start.
+    """
     env = airflow_env(settings)
-    url = f"http://localhost:{env.get('AIRFLOW__API__PORT', '8080')}"
+    url = env.get("AIRFLOW__API__BASE_URL") or (
+        f"http://localhost:{env.get('AIRFLOW__API__PORT', '8080')}"
+    )
     # Tasks report to the API server's execution API; Airflow's default assumes port 8080.
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"{url}/execution/")
     passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI: {url} (user admin; password in {passwords})", flush=True)
     _record_api_server(settings, url, os.getpid())
-    _exec(["airflow", "standalone"], env)
+    os.environ.clear()
+    os.environ.update(env)  # before Airflow is imported: it reads its configuration once
+    _init_db()
+    from airflow.__main__ import main as airflow_main
+
+    sys.argv = ["airflow", "standalone"]
+    airflow_main()
+    sys.exit(0)
 
 
 def exec_airflow(settings: Settings, args: list[str]) -> NoReturn:
