@@ -39,10 +39,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama + tokenizer saved with save_pretrained, built once per session."""
+    """A tiny Llama + tokenizer saved with save_pretrained, built once per run (both workers)."""
     from modelyard.tinymodel import build_tiny_model
+    from tests.once import built_once
 
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+    return built_once(tmp_path_factory, "tiny-llama", build_tiny_model)
 
 
 @pytest.fixture

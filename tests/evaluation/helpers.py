@@ -126,11 +126,14 @@ def eval_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict
 def _adapter(
     tmp_path_factory, tiny_model: Path, sample: dict, name: str, steps: int, seed: int = 0
 ) -> Path:
-    """Trained once per pytest session: the cache dir is shared by every conftest importing this."""
-    out = tmp_path_factory.getbasetemp() / "adapters" / name
-    if not (out / "adapter_model.safetensors").exists():
-        train_adapter(tiny_model, sample["train"], out, steps=steps, seed=seed)
-    return out
+    """Trained once per pytest run, whichever worker and conftest asks first."""
+    from tests.once import built_once
+
+    return built_once(
+        tmp_path_factory,
+        f"adapter-{name}",
+        lambda out: train_adapter(tiny_model, sample["train"], out, steps=steps, seed=seed),
+    )
 
 
 @pytest.fixture(scope="session")
