@@ -90,7 +90,7 @@ def generation_settings(settings, monkeypatch):
     return fresh
 
 
-def _wait(check, what: str, timeout: float = 600.0, every: float = 1.0):
+def _wait(check, what: str, timeout: float = 600.0, every: float = 2.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -36,7 +36,7 @@ class AirflowAPI:
     def patch(self, path: str, body: dict):
         return self._send("PATCH", path, body)
 
-    def wait_for(self, predicate, what: str, timeout: float = 240.0, every: float = 1.0):
+    def wait_for(self, predicate, what: str, timeout: float = 240.0, every: float = 2.0):
         """Poll ``predicate()`` until it returns something truthy."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
