@@ -183,21 +183,6 @@ def _trainer_python(settings: Settings) -> str:
     return settings.training.python or sys.executable
 
 
-def trainer_env_ok(settings: Settings) -> bool:
-    """Whether the trainer interpreter can import the trainer and its training stack."""
-    probe = "import trainer.train"  # pulls in torch, transformers, trl, peft, datasets, mlflow
-    try:
-        done = subprocess.run(
-            [_trainer_python(settings), "-c", probe], check=False, capture_output=True, text=True
-        )
-    except OSError as err:
-        log.warning("trainer env not usable: %s", err)
-        return False
-    if done.returncode:
-        log.warning("trainer env not usable: %s", (done.stderr.strip().splitlines() or ["?"])[-1])
-    return done.returncode == 0
-
-
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM the trainer (HF Trainer stops between steps), SIGKILL it after a grace period."""
     if proc.poll() is not None:
@@ -297,9 +282,12 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
     scrub = scrubber(tracking_uri, settings.tracking_uri, settings.storage)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     # Text mode turns tqdm's carriage returns into line ends, so progress shows up line by line.
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
-    )
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+        )
+    except OSError as err:  # a training.python that is not there or not executable
+        raise RuntimeError(f"cannot start the trainer with {cmd[0]}: {err.strerror}") from err
     log.info("started trainer (pid %d): %s", proc.pid, " ".join(cmd))
     try:
         with _forward_sigterm(proc):

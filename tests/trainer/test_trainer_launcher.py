@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.training import build_trainer_config, run_trainer, trainer_env_ok
+from modelyard.training import build_trainer_config, run_trainer
 from trainer.config import ConfigError
 
 PARAMS = {"base_model": None, "lora_r": 8, "learning_rate": 5e-3, "max_steps": 10, "backend": "hf"}
@@ -107,7 +107,8 @@ def test_sigterm_to_the_task_stops_the_trainer(short, curated, tmp_path):
     assert not (Path(config["output_dir"]) / "result.json").exists()
 
 
-def test_trainer_env_probe(short):
-    assert trainer_env_ok(short)
+def test_a_trainer_interpreter_that_is_not_there_is_named(short, curated):
+    config = build_trainer_config(PARAMS, _dataset(curated), "nowhere", short)
     short.training.python = "/nonexistent/bin/python"
-    assert not trainer_env_ok(short)
+    with pytest.raises(RuntimeError, match="cannot start the trainer with /nonexistent/bin/python"):
+        run_trainer(config, short)
