@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from trainer.backends import ExportError, resolve_backend
-from trainer.config import ConfigError, load_config
+from trainer.config import ConfigError, check_against_model, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         backend = resolve_backend(cfg)
         if backend == "unsloth":
             importlib.import_module("unsloth")  # must patch transformers/TRL before they load
+        # Before the training stack loads (~13 s of imports on a small CPU box): a config that
+        # cannot work fails in seconds, not after them.
+        check_against_model(cfg)
         from trainer.train import run
 
         result = run(cfg, backend)

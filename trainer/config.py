@@ -302,15 +302,19 @@ def load_config(path: Path) -> TrainerConfig:
 
 def check_against_model(cfg: TrainerConfig) -> None:
     """Check what needs the base model's config.json (never its weights), the data files and
-    the tracking URI: everything that would otherwise fail only after the model loaded."""
-    from transformers import AutoConfig
-
+    the tracking URI: everything that would otherwise fail only after the model loaded. The
+    cheap checks come first, transformers (seconds of imports) only for the model's config."""
     from trainer.data import check_file
 
     cfg.mlflow.resolved_tracking_uri()
     base = cfg.base_model
     if base.startswith(("/", ".")) and not Path(base).is_dir():
         raise ConfigError(f"base_model: path does not exist: {base}")
+    for name in ("train_file", "eval_file"):
+        if getattr(cfg, name) is not None:
+            check_file(name, getattr(cfg, name))
+    from transformers import AutoConfig
+
     try:
         model_config = AutoConfig.from_pretrained(base, revision=cfg.base_revision)
     except (OSError, ValueError) as err:
@@ -323,6 +327,3 @@ def check_against_model(cfg: TrainerConfig) -> None:
             f"max_seq_length: {cfg.max_seq_length} exceeds the model's "
             f"max_position_embeddings ({limit})"
         )
-    for name in ("train_file", "eval_file"):
-        if getattr(cfg, name) is not None:
-            check_file(name, getattr(cfg, name))

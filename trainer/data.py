@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from trainer.config import ConfigError, TrainerConfig
+
+if TYPE_CHECKING:  # the config checks import this module before the training stack loads
+    from datasets import Dataset
 
 
 def _fs(url: str):
@@ -63,6 +65,8 @@ def _to_prompt_completion(row: dict) -> dict:
 
 
 def load_split(path: Path) -> Dataset:
+    from datasets import Dataset
+
     ds = Dataset.from_json(str(path))
     if "messages" not in ds.column_names:
         raise ValueError(f"{path}: curated records need a 'messages' column")

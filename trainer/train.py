@@ -25,7 +25,7 @@ from trainer.checkpoints import (
     restore_from_mirror,
     write_atomic,
 )
-from trainer.config import TrainerConfig, check_against_model
+from trainer.config import TrainerConfig
 from trainer.cpu_kernels import ensure_logprob_kernel
 from trainer.data import load_splits
 from trainer.tokenizer_audit import audit_tokenizer
@@ -103,8 +103,9 @@ def _fresh(path: Path) -> Path:
 
 
 def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
-    """Train and return the result dict also written to ``<output_dir>/result.json``."""
-    check_against_model(cfg)
+    """Train and return the result dict also written to ``<output_dir>/result.json``.
+    ``cfg`` has passed :func:`~trainer.config.check_against_model` (``python -m trainer``
+    runs it before importing this module)."""
     backends.preflight(cfg, backend)
     run_dir = cfg.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
