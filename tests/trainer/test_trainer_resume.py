@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 from trainer_helpers import trainer_cmd, write_config
 
+from trainer.__main__ import main
 from trainer.checkpoints import SEAL, latest_resumable
 
 
@@ -46,8 +48,19 @@ def _half_write(checkpoint: Path, step: int) -> Path:
     return broken
 
 
+def _reference(cfg_file: Path) -> None:
+    """The uninterrupted run to compare with, in this process (the training stack is loaded
+    here already; a child would import it again) with one thread, as the children have."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["--config", str(cfg_file)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_sigkill_then_rerun_resumes(make_config, tmp_path):
-    _run(_config(make_config, tmp_path, "reference"))
+    _reference(_config(make_config, tmp_path, "reference"))
     reference = json.loads((tmp_path / "reference" / "result.json").read_text())
 
     cfg_file = _config(make_config, tmp_path, "run")
