@@ -4,19 +4,39 @@
 then runs finetune_model and promote_model with `airflow dags test` (real DagRuns, XComs,
 Params and Asset events in the metadata DB), on the tiny model. The registry must then hold
 one version with full lineage, holding production, whose scores beat the base model's on the
-same eval-suite version; a second run changes nothing.
+same eval-suite version. A second run curates every date again, reports each "unchanged"
+(same version, no second Asset event) and changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
 
-from modelyard.demo import run_demo, what_changed
+from modelyard.assets import CURATED_DATASET
+from modelyard.demo import DEMO_DAYS, run_demo, what_changed
 from modelyard.registry import tags
 
 pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
+
+
+def _published(settings) -> dict[str, str]:
+    pointers = settings.storage_path / "datasets" / "_by_date"
+    return {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
+
+
+def _curated_events(settings) -> list[str]:
+    """The dataset versions announced on the curated-dataset Asset, in order."""
+    with sqlite3.connect(Path(settings.home) / "airflow" / "airflow.db") as conn:
+        rows = conn.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.name = ? ORDER BY e.id",
+            (CURATED_DATASET.name,),
+        ).fetchall()
+    return [json.loads(extra)["version"] for (extra,) in rows]
 
 
 def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, capsys):
@@ -61,9 +81,17 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
     assert row["metrics"]["eval_loss"] < row["compared_with"]["metrics"]["eval_loss"]
     assert json.loads(lineage[tags.METRICS])[primary] == row["metrics"][primary]
 
+    published = _published(settings)
+    events = _curated_events(settings)
+    assert sorted(events) == sorted(published.values()) and len(published) == DEMO_DAYS
     capsys.readouterr()
     second = run_demo(settings, canary=False)
     out = capsys.readouterr().out
+    # Every date was curated again (its backfill run re-ran) and published the same version:
+    # no new version, no second Asset event, so nothing downstream runs again.
+    for day, version in published.items():
+        assert f"{day}  {version}  unchanged" in out, out
+    assert _published(settings) == published and _curated_events(settings) == events
     assert "already trained and registered" in out
     assert what_changed(first, second) == [
         "nothing changed: the registry already held this pipeline's result"
