@@ -201,14 +201,19 @@ def test_read_only_users_see_no_buttons_and_cannot_post(airflow_ui, sign_in, bro
     assert len(airflow_ui.runs("promote_model")) == runs_before  # nothing was triggered
 
 
-# finetune_model last: its run trains in the background until the module's Airflow stops.
 @pytest.mark.parametrize("dag_id", ["curate_dataset", "promote_model", "finetune_model"])
 def test_every_dag_triggers_from_its_form_with_the_defaults(airflow_ui, sign_in, dag_id):
-    """Needs optional Params to be nullable (an empty required field keeps Trigger disabled)."""
+    """Needs optional Params to be nullable (an empty required field keeps Trigger disabled).
+    The form is the subject: a paused DAG stays paused, so its run is created and never
+    executed (finetune_model's would train until the module's Airflow stops)."""
+    paused = airflow_ui.admin.get(f"/api/v2/dags/{dag_id}")["is_paused"]
     page = sign_in("alice")
     page.goto(f"/dags/{dag_id}")
     page.get_by_role("button", name="Trigger").first.click()
-    trigger = page.get_by_role("dialog").get_by_role("button", name="Trigger")
+    dialog = page.get_by_role("dialog")
+    if paused:  # the form offers "Unpause <dag> on trigger", checked
+        dialog.get_by_text(re.compile(r"^Unpause .* on trigger$")).click()
+    trigger = dialog.get_by_role("button", name="Trigger")
     expect(trigger).to_be_enabled()
     trigger.click()
     page.wait_for_url(f"**/dags/{dag_id}/runs/**")
@@ -216,6 +221,7 @@ def test_every_dag_triggers_from_its_form_with_the_defaults(airflow_ui, sign_in,
     run_id = unquote(page.url.rsplit("/runs/", 1)[1].split("?")[0])
     run = airflow_ui.admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted(run_id)}")
     assert run["triggering_user_name"] == "alice"
+    assert airflow_ui.admin.get(f"/api/v2/dags/{dag_id}")["is_paused"] == paused
     params = airflow_ui.admin.get(f"/api/v2/dags/{dag_id}/details")["params"]
     defaults = {name: param["value"] for name, param in params.items()}
     assert {name: run["conf"].get(name, value) for name, value in defaults.items()} == defaults
