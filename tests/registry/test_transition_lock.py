@@ -18,6 +18,7 @@ from modelyard.registry.artifacts import client_for
 from modelyard.registry.connection import RegistryError
 from modelyard.registry.lock import lock_target, transition_lock
 from modelyard.settings import Settings
+from tests.registry.concurrently import at_once, context, start
 from tests.registry.stores import gated_version, staged_version, with_store
 
 BACKENDS = ["postgres", "redis", "file"]
@@ -56,20 +57,7 @@ def test_two_promotions_at_once_leave_one_production(locked_http: Settings) -> N
     version = staged_version(locked_http)
     promote(locked_http, "canary", actor="setup", reason="race setup")
 
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_promote_worker, name=f"promoter-{i}", args=(locked_http, barrier, results)
-        )
-        for i in range(2)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = sorted(results.get(timeout=300) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    outcomes = sorted(at_once(_promote_worker, [(locked_http,)] * 2, timeout=300))
 
     assert [o[0] for o in outcomes] == ["ok", "refused"], outcomes
     assert outcomes[0][1] == version
@@ -134,10 +122,9 @@ def test_a_holder_that_dies_frees_the_lock(request, settings, tmp_path, backend)
         lock_lease_seconds=5.0,
         lock_wait_seconds=30.0,
     )
-    ctx = multiprocessing.get_context("spawn")
+    ctx = context()
     held = ctx.Event()
-    holder = ctx.Process(target=_hold_forever, args=(store, held))
-    holder.start()
+    holder = start(ctx, _hold_forever, (store, held))
     try:
         assert held.wait(120)
     finally:
