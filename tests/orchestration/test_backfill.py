@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -33,22 +32,12 @@ from modelyard.airflow_env import VENV_BIN, running_airflow
 from modelyard.backfill import run_backfill
 from modelyard.sampledata import write_partition
 from tests.net import free_port
+from tests.orchestration.curated import curated_events, published_versions
 from tests.orchestration.test_finetune_dag import Webhook
 
 pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
 MISSING = "2026-09-30"
 DATES = ["2026-10-01", "2026-10-02", "2026-10-03"]
-
-
-def _published(settings) -> dict[str, str]:
-    pointers = settings.storage_path / "datasets" / "_by_date"
-    return {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
-
-
-def _asset_events(settings) -> list[str]:
-    with sqlite3.connect(Path(settings.home) / "airflow" / "airflow.db") as conn:
-        rows = conn.execute("SELECT extra FROM asset_event ORDER BY id").fetchall()
-    return [json.loads(extra)["version"] for (extra,) in rows]
 
 
 def _backfill_runs(api: AirflowAPI) -> list[dict]:
@@ -104,11 +93,11 @@ def test_backfill_publishes_each_date_once_then_new_dates_make_one_training_run(
         assert cli.returncode == 0, cli.stdout + cli.stderr
         lines = cli.stdout.splitlines()
         assert f"{MISSING}  skipped: no raw partition" in lines, cli.stdout
-        published = _published(settings)
+        published = published_versions(settings)
         assert set(published) == set(DATES)
         for day in DATES:
             assert f"{day}  {published[day]}  new" in lines, cli.stdout
-        assert sorted(_asset_events(settings)) == sorted(published.values())
+        assert sorted(curated_events(settings)) == sorted(published.values())
         # Closed on return, not on Airflow's 30 s timer: the next backfill can start at once.
         backfills = api.get("/api/v2/backfills", dag_id="curate_dataset")["backfills"]
         assert [b["completed_at"] is not None for b in backfills] == [True]

@@ -11,32 +11,14 @@ same eval-suite version. A second run curates every date again, reports each "un
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 
 import pytest
 
-from modelyard.assets import CURATED_DATASET
 from modelyard.demo import DEMO_DAYS, run_demo, what_changed
 from modelyard.registry import tags
+from tests.orchestration.curated import curated_events, published_versions
 
 pytestmark = [pytest.mark.airflow, pytest.mark.scheduler]
-
-
-def _published(settings) -> dict[str, str]:
-    pointers = settings.storage_path / "datasets" / "_by_date"
-    return {p.stem: json.loads(p.read_text())["version"] for p in pointers.glob("*.json")}
-
-
-def _curated_events(settings) -> list[str]:
-    """The dataset versions announced on the curated-dataset Asset, in order."""
-    with sqlite3.connect(Path(settings.home) / "airflow" / "airflow.db") as conn:
-        rows = conn.execute(
-            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-            "WHERE a.name = ? ORDER BY e.id",
-            (CURATED_DATASET.name,),
-        ).fetchall()
-    return [json.loads(extra)["version"] for (extra,) in rows]
 
 
 def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, capsys):
@@ -81,8 +63,8 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
     assert row["metrics"]["eval_loss"] < row["compared_with"]["metrics"]["eval_loss"]
     assert json.loads(lineage[tags.METRICS])[primary] == row["metrics"][primary]
 
-    published = _published(settings)
-    events = _curated_events(settings)
+    published = published_versions(settings)
+    events = curated_events(settings)
     assert sorted(events) == sorted(published.values()) and len(published) == DEMO_DAYS
     capsys.readouterr()
     second = run_demo(settings, canary=False)
@@ -91,7 +73,7 @@ def test_demo_trains_gates_and_promotes_then_is_idempotent(airflow_settings, cap
     # no new version, no second Asset event, so nothing downstream runs again.
     for day, version in published.items():
         assert f"{day}  {version}  unchanged" in out, out
-    assert _published(settings) == published and _curated_events(settings) == events
+    assert published_versions(settings) == published and curated_events(settings) == events
     assert "already trained and registered" in out
     assert what_changed(first, second) == [
         "nothing changed: the registry already held this pipeline's result"
