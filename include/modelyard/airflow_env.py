@@ -249,7 +249,6 @@ def serve_standalone(settings: Settings) -> NoReturn:
     passwords = Path(settings.home) / "airflow" / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI: {url} (user admin; password in {passwords})", flush=True)
     _record_api_server(settings, url, os.getpid())
-    os.environ.clear()
     os.environ.update(env)  # before Airflow is imported: it reads its configuration once
     _init_db()
     from airflow.__main__ import main as airflow_main
@@ -283,6 +282,8 @@ def main(argv: list[str]) -> None:
     elif argv == ["init-db"]:
         _init_db()
     elif argv == ["mlflow-ui"]:
+        from modelyard.registry.connection import MLFLOW_SERVER_ENV
+
         Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
         _exec(
             [
@@ -295,8 +296,7 @@ def main(argv: list[str]) -> None:
                 "--port",
                 "5000",
             ],
-            # modelyard runs no MLflow server jobs; their huey consumers would poll all day.
-            os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            os.environ | MLFLOW_SERVER_ENV,
         )
     else:
         raise SystemExit("usage: python -m modelyard.airflow_env standalone|init-db|mlflow-ui")

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from modelyard.airflow_env import VENV_BIN, stop_process_group
+from modelyard.registry.connection import MLFLOW_SERVER_ENV
 from tests.net import free_port
 
 
@@ -49,8 +50,7 @@ def mlflow_server(
                 "--workers",
                 "1",
             ],
-            # As docker/compose.yaml runs it: no MLflow server jobs, no huey consumers polling.
-            env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env=os.environ | MLFLOW_SERVER_ENV,  # as docker/compose.yaml runs it
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

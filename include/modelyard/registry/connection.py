@@ -40,6 +40,12 @@ class StoreMissing(RegistryError, FileNotFoundError):
     """A read-only command found no store where the settings say it is."""
 
 
+#: The environment an ``mlflow server``/``mlflow ui`` that modelyard starts runs with: it runs no
+#: MLflow server jobs (GenAI evaluation, prompt optimisation), whose huey consumer processes
+#: would otherwise poll all day (87 CPU-s in one `make test` run on the 2-core box).
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def mlflow_http_env(settings: Settings) -> dict[str, str]:
     """MLflow's own HTTP client knobs, from ``settings.registry`` (also for the trainer's env)."""
     knobs = settings.registry
