@@ -7,6 +7,7 @@ builds and the others wait for it (the pattern pytest-xdist documents for this).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ def built_once(
     again from empty.
     """
     base = tmp_path_factory.getbasetemp()
-    root = (base.parent if base.name.startswith("popen-gw") else base) / "shared"
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
     root.mkdir(exist_ok=True)
     out = root / name
     with FileLock(str(root / f"{name}.lock")):
