@@ -11,45 +11,38 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 MASK = "***"
 _SECRET_QUERY = re.compile(r"pass|secret|token|signature|credential|key", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+# Read as SQLAlchemy reads a database URL: the password runs from the user's ``:`` to the next
+# ``@``, so it may hold a raw ``/``, ``?`` or ``#`` that ``urlsplit`` would take for the path,
+# query or fragment. Matched on the text for that reason, not on ``urlsplit``'s parts.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)([^@\s]*)@")
+_QUERY_PAIR = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
 
 
-def _secret_query_values(query: str) -> list[str]:
-    pairs = (item.partition("=") for item in query.split("&"))
-    return [value for key, _, value in pairs if value and _SECRET_QUERY.search(unquote(key))]
+def _is_secret(key: str, value: str) -> bool:
+    return bool(value) and bool(_SECRET_QUERY.search(unquote(key)))
 
 
 def secrets_in(url: str) -> list[str]:
     """The secret parts of ``url`` as written and percent-decoded: the userinfo password and
     secret-looking query values (``password=``, ``token=``, ``X-Amz-Signature=``...)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # not a URL (e.g. an invalid port): nothing to find
-        return []
-    raw = ([password] if password else []) + _secret_query_values(parts.query)
+    userinfo = _USERINFO.match(url)
+    raw = [userinfo.group(2)] if userinfo and userinfo.group(2) else []
+    raw += [value for _, key, value in _QUERY_PAIR.findall(url) if _is_secret(key, value)]
     return sorted({form for value in raw for form in (value, unquote(value))})
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password and secret query values replaced by ``***``."""
-    if not secrets_in(url):
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
-    query = "&".join(
-        f"{key}={MASK}" if value and _SECRET_QUERY.search(unquote(key)) else item
-        for item in parts.query.split("&")
-        for key, _, value in [item.partition("=")]
+    url = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@" if m.group(2) else m.group(0), url)
+    return _QUERY_PAIR.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if _is_secret(*m.group(2, 3)) else m.group(0),
+        url,
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact(value: Any) -> Any:

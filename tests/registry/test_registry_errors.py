@@ -30,6 +30,11 @@ BOUND_S = 150
 
 def _run_all(env: dict[str, str], *commands: tuple[str, ...]) -> list[tuple[int, str]]:
     """Run CLI commands side by side (each is a fresh process); (exit code, stderr) of each."""
+    return _run_each([(env, argv) for argv in commands])
+
+
+def _run_each(runs: list[tuple[dict[str, str], tuple[str, ...]]]) -> list[tuple[int, str]]:
+    """:func:`_run_all` with an environment of its own for each command."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODELYARD_", "MLFLOW_"))}
     procs = [
         subprocess.Popen(
@@ -39,7 +44,7 @@ def _run_all(env: dict[str, str], *commands: tuple[str, ...]) -> list[tuple[int,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for argv in commands
+        for env, argv in runs
     ]
     try:
         return [(p.wait(timeout=BOUND_S), p.stderr.read()) for p in procs]
@@ -69,11 +74,24 @@ def test_an_unreachable_server_fails_fast_naming_uri_and_cause(tmp_path: Path) -
     for done in _run_all(env, *commands):  # default settings: bounded
         line = _one_line_error(done)
         assert uri in line and "Connection refused" in line, line
-    database = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/mlflow"
-    line = _one_line_error(
-        _run_all({**env, "MODELYARD_MLFLOW_TRACKING_URI": database}, commands[0])[0]
-    )
-    assert database in line and "Connection refused" in line, line
+    # A database URI, bare and with a password in each place SQLAlchemy reads one from (the
+    # userinfo, raw "/", "?" and "#" included, or the query): named, with the password masked.
+    port = free_port()
+    databases = {
+        f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow": None,
+        f"postgresql+psycopg2://postgres:s3/cr?t#x@127.0.0.1:{port}/mlflow": "s3/cr?t#x",
+        f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow?password=pw-in-query": (
+            "pw-in-query"
+        ),
+    }
+    runs = [({**env, "MODELYARD_MLFLOW_TRACKING_URI": uri}, commands[0]) for uri in databases]
+    for (database, secret), done in zip(databases.items(), _run_each(runs), strict=True):
+        line = _one_line_error(done)
+        assert "Connection refused" in line, line
+        if secret is None:
+            assert database in line, line
+        else:
+            assert secret not in line and database.replace(secret, "***") in line, line
 
 
 def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:

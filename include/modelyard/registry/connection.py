@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import sqlalchemy
 from mlflow.exceptions import MlflowException
 
 from modelyard.settings import Settings
+from trainer.redaction import redact, redact_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,16 +62,6 @@ def configure_http(settings: Settings) -> None:
     os.environ.update(mlflow_http_env(settings))
 
 
-def display_uri(uri: str) -> str:
-    """``uri`` without a password, for messages and logs."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def is_remote(uri: str) -> bool:
     """Whether the tracking store is a server that other machines may share."""
     return urlsplit(uri).scheme in REMOTE_SCHEMES
@@ -93,7 +84,7 @@ def require_store(settings: Settings) -> None:
     the wrong home would otherwise leave an empty store behind and report "nothing registered".
     """
     uri = settings.tracking_uri
-    where = f"(tracking URI {display_uri(uri)}; MODELYARD_HOME={settings.home})"
+    where = f"(tracking URI {redact_url(uri)}; MODELYARD_HOME={settings.home})"
     path = sqlite_path(uri)
     if path is not None:
         if not path.is_file():
@@ -114,13 +105,15 @@ def require_store(settings: Settings) -> None:
             connect_args=_connect_timeout(uri, settings.registry.http_timeout_seconds),
         )
     except (ImportError, sqlalchemy.exc.ArgumentError) as exc:  # no driver for the scheme
-        raise StoreUnavailable(f"cannot open the MLflow store {display_uri(uri)}: {exc}") from None
+        raise StoreUnavailable(
+            f"cannot open the MLflow store {redact_url(uri)}: {_root_cause(exc)}"
+        ) from None
     try:
         with engine.connect() as conn:
             found = sqlalchemy.inspect(conn).has_table("registered_models")
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise StoreUnavailable(
-            f"cannot reach the MLflow store {display_uri(uri)}: {_root_cause(exc)}"
+            f"cannot reach the MLflow store {redact_url(uri)}: {_root_cause(exc)}"
         ) from None
     finally:
         engine.dispose()
@@ -163,13 +156,14 @@ def _connect_timeout(uri: str, seconds: int) -> dict:
 
 
 def _root_cause(exc: BaseException) -> str:
-    """The innermost cause of a chained exception, as one line ("Connection refused")."""
+    """The innermost cause of a chained exception, as one line ("Connection refused"), with any
+    URL in it redacted (drivers quote the URL they were given)."""
     seen: set[int] = set()
     while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
         seen.add(id(exc))
         exc = nxt
     text = " ".join(str(getattr(exc, "orig", None) or exc).split())
-    return text or type(exc).__name__
+    return redact(text) or type(exc).__name__
 
 
 def _is_transport_failure(exc: BaseException) -> bool:
@@ -190,7 +184,7 @@ def store_errors(settings: Settings) -> Iterator[None]:
     Covers the whole class: a server that refuses, times out or does not resolve, a SQL store
     that cannot be reached, and the "not found" replies (``promote --version 99``).
     """
-    uri = display_uri(settings.tracking_uri)
+    uri = redact_url(settings.tracking_uri)
     knobs = settings.registry
     tries = (
         f" ({knobs.http_max_retries + 1} attempts, {knobs.http_timeout_seconds} s timeout each; "

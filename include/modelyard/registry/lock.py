@@ -33,10 +33,10 @@ import sqlalchemy
 from modelyard.registry.connection import (
     RegistryError,
     StoreUnavailable,
-    display_uri,
     sqlite_path,
 )
 from modelyard.settings import Settings
+from trainer.redaction import redact_url
 
 _FILE_POLL_S = 0.05
 
@@ -73,7 +73,7 @@ def lock_target(settings: Settings) -> LockTarget:
         if scheme == "file" and urlsplit(url).path:
             return LockTarget("file", urlsplit(url).path)
         raise RegistryError(
-            f"registry.lock_url {display_uri(url)} is not a postgresql://, redis:// or file:/// URL"
+            f"registry.lock_url {redact_url(url)} is not a postgresql://, redis:// or file:/// URL"
         )
     uri = settings.tracking_uri
     if uri.startswith("postgresql"):
@@ -85,7 +85,7 @@ def lock_target(settings: Settings) -> LockTarget:
     if scheme in ("", "file"):
         return LockTarget("file", str(Path(urlsplit(uri).path if scheme else uri).parent / "locks"))
     raise RegistryError(
-        f"refusing to move aliases unlocked: the MLflow tracking store {display_uri(uri)} can be "
+        f"refusing to move aliases unlocked: the MLflow tracking store {redact_url(uri)} can be "
         "shared by several machines and no shared lock is configured; set registry.lock_url "
         "(MODELYARD_REGISTRY__LOCK_URL) to a postgresql:// or redis:// URL that every "
         "scheduler and worker reaches"
@@ -95,14 +95,14 @@ def lock_target(settings: Settings) -> LockTarget:
 def _busy(settings: Settings, target: LockTarget) -> RegistryError:
     return RegistryError(
         f"another transition of {settings.registered_model} held the {target.kind} lock "
-        f"({display_uri(target.where)}) for over {settings.registry.lock_wait_seconds:g} s "
+        f"({redact_url(target.where)}) for over {settings.registry.lock_wait_seconds:g} s "
         "(registry.lock_wait_seconds): try again when it is done"
     )
 
 
 def _unusable(target: LockTarget, cause: object) -> StoreUnavailable:
     return StoreUnavailable(
-        f"cannot use the transition lock at {display_uri(target.where)}: "
+        f"cannot use the transition lock at {redact_url(target.where)}: "
         + " ".join(str(cause).split())
     )
 
@@ -142,7 +142,7 @@ def _postgres(settings: Settings, target: LockTarget) -> Iterator[Held]:
             except sqlalchemy.exc.SQLAlchemyError:
                 raise RegistryError(
                     f"lost the transition lock of {settings.registered_model}: the connection "
-                    f"to {display_uri(target.where)} dropped; nothing was changed"
+                    f"to {redact_url(target.where)} dropped; nothing was changed"
                 ) from None
 
         try:
