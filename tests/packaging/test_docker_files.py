@@ -127,6 +127,15 @@ def test_no_password_is_written_into_a_url_or_command():
         text for path, text in _strings(_compose()) if path.endswith(("command", "entrypoint"))
     ]
     assert not any(userinfo.search(command) for command in commands)  # visible in `ps`
+    secret = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY\b", re.IGNORECASE)
+    # nor a secret put there from a variable, compose's (${X}) or the container shell's ($${X})
+    named = [
+        name
+        for command in commands
+        for name in re.findall(r"\$\$?\{?(\w+)", command)
+        if secret.search(name)
+    ]
+    assert not named, named
 
 
 def _variables(text: str) -> set[str]:
