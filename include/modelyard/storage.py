@@ -32,7 +32,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
@@ -355,25 +355,44 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-def check_output(output: Path, inputs: list[Path]) -> Path:
+def _real(path: Path, what: str) -> Path:
+    """``path`` resolved, or ``UnsafeOutput`` naming it (a symlink loop, a name too long)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop before Python 3.13
+        raise UnsafeOutput(f"cannot resolve the {what} {path}: {err}") from None
+
+
+def check_output(output: Path, inputs: list[Path], owned: Collection[str]) -> Path:
     """The real path to (re)write ``output`` at, or ``UnsafeOutput``: it may not be, contain
-    or lie inside any of ``inputs`` (symlinks and relative paths resolved), nor replace
-    anything but an empty directory or a curation output (one holding ``MARKER``)."""
-    real = output.resolve()
+    or lie inside any of ``inputs`` (symlinks and relative paths resolved: list the files a
+    directory input reads, since each may link elsewhere), nor replace anything but an empty
+    directory or a curation output (one holding ``MARKER``) that holds only ``owned`` names."""
+    real = _real(output, "output")
     for source in inputs:
-        if _overlaps(real, source.resolve()):
+        if _overlaps(real, _real(source, "input")):
             raise UnsafeOutput(
                 f"refusing output {output}: it overlaps the input {source}; choose a directory "
                 "outside the input"
             )
-    if not real.exists():
-        return real
-    if not real.is_dir():
-        raise UnsafeOutput(f"refusing output {output}: it exists and is not a directory")
-    if not (real / MARKER).is_file() and any(real.iterdir()):
+    try:
+        if not real.exists():
+            return real
+        if not real.is_dir():
+            raise UnsafeOutput(f"refusing output {output}: it exists and is not a directory")
+        entries = sorted(entry.name for entry in real.iterdir())
+    except OSError as err:  # a name too long, a parent that is a file, no permission
+        raise UnsafeOutput(f"cannot use the output {output}: {err}") from None
+    if MARKER not in entries and entries:
         raise UnsafeOutput(
             f"refusing to replace {output}: it holds files and is not a curation output "
             f"(no {MARKER}); choose a new or empty directory"
+        )
+    foreign = [name for name in entries if name not in {MARKER, *owned}]
+    if foreign:
+        raise UnsafeOutput(
+            f"refusing to replace {output}: it holds {', '.join(foreign)}, which curation did "
+            "not write; move them out first"
         )
     return real
 
@@ -392,17 +411,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_scratch(parent: Path, name: str | None) -> None:
+def remove_stale_scratch(parent: Path, name: str | None, keep: Collection[Path] = ()) -> None:
     """Remove scratch of ``parent`` that dead processes of this host left: for ``name``, or
-    for every name (directories only this tool writes). An interrupted swap's ``.old`` is
+    for every name (directories only this tool writes), never what overlaps ``keep`` (the
+    inputs: a partition may carry a scratch-like name). An interrupted swap's ``.old`` is
     put back when its directory is missing, not deleted."""
     if not parent.is_dir():
         return
+    kept = [path.resolve() for path in keep]
     for entry in parent.iterdir():
         found = _SCRATCH.match(entry.name)
         if not found or found["host"] != _HOST or (name is not None and found["name"] != name):
             continue
-        if _alive(int(found["pid"])):
+        if _alive(int(found["pid"])) or any(_overlaps(entry.resolve(), k) for k in kept):
             continue
         final = parent / found["name"]
         if found["kind"] == "old" and not final.exists():
@@ -411,11 +432,13 @@ def remove_stale_scratch(parent: Path, name: str | None) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def scratch_dir(final: Path, every_name: bool = False, private: bool = False) -> Path:
+def scratch_dir(
+    final: Path, every_name: bool = False, private: bool = False, keep: Collection[Path] = ()
+) -> Path:
     """A fresh sibling of ``final`` to fill before ``replace_dir``; same filesystem, so the
     rename is atomic; 0700 if ``private``. Stale scratch of ``final`` (of any sibling with
-    ``every_name``) goes first."""
-    remove_stale_scratch(final.parent, None if every_name else final.name)
+    ``every_name``) goes first, sparing ``keep``."""
+    remove_stale_scratch(final.parent, None if every_name else final.name, keep)
     tmp = final.with_name(f".{final.name}.{_HOST}-{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, mode=0o700 if private else 0o777)

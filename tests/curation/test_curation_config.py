@@ -43,6 +43,8 @@ def _curate(capsys: pytest.CaptureFixture, partition: Path, *extra: str) -> tupl
         pytest.param(b"near_dup_ngram: -3\n", "near_dup_ngram: Input should be", id="n < 0"),
         pytest.param(b"contamination_ngram: 0\n", "contamination_ngram", id="n = 0"),
         pytest.param(b"batch_size: many\n", "batch_size: Input should be", id="not a number"),
+        pytest.param(b"[" * 3000 + b"]" * 3000, "nested too deeply", id="deep YAML"),
+        pytest.param(b'{"x": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply", id="deep"),
     ],
 )
 def test_a_bad_config_is_one_line(

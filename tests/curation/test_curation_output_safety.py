@@ -125,3 +125,73 @@ def test_a_new_an_empty_and_an_earlier_output_are_written_and_a_relative_path_wo
     assert manifest["gx"]["success"] and (out / "gx" / "docs" / "index.html").is_file()
     assert json.loads((out / ".modelyard-curation").read_text())["version"] == manifest["version"]
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no scratch
+
+
+def test_a_partition_file_linked_into_the_output_is_an_overlap(
+    raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A directory input is what its files are: one linking into the output overlaps it."""
+    out = tmp_path / "out"
+    assert _curate(capsys, "--input", str(raw / "2026-11-20"), "--output", str(out)) == (0, [])
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "part-0.jsonl").symlink_to(out / "train.jsonl")
+    before = _snapshot(out)
+    code, errors = _curate(capsys, "--input", str(linked), "--output", str(out))
+    assert code == 2 and len(errors) == 1 and "overlaps the input" in errors[0], errors
+    assert _snapshot(out) == before
+
+
+def test_a_curation_output_holding_a_users_file_is_not_replaced(
+    raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    args = ("--input", str(raw / "2026-11-20"), "--output", str(out))
+    assert _curate(capsys, *args) == (0, [])
+    (out / "my-analysis.ipynb").write_text("hours of work\n")
+    code, errors = _curate(capsys, *args)
+    assert code == 2 and len(errors) == 1, errors
+    assert "my-analysis.ipynb, which curation did not write" in errors[0]
+    assert (out / "my-analysis.ipynb").read_text() == "hours of work\n"
+
+
+def test_an_input_named_like_scratch_is_never_cleaned_up(
+    raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Stale scratch is `.<output>.<host>-<dead pid>.tmp|old`: a partition may be named so."""
+    from modelyard.storage import _HOST
+
+    for kind in ("tmp", "old"):
+        source = tmp_path / f".out.{_HOST}-999999999.{kind}"
+        write_partition(tmp_path / kind, date(2026, 11, 20), n=30)
+        (tmp_path / kind / "2026-11-20").rename(source)
+        before = _snapshot(source)
+        out = tmp_path / "out"
+        assert _curate(capsys, "--input", str(source), "--output", str(out)) == (0, [])
+        assert _snapshot(source) == before
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        pytest.param(lambda tmp: tmp / "loop", "cannot resolve the output", id="symlink loop"),
+        pytest.param(lambda tmp: tmp / "a-file.txt" / "sub", "Not a directory", id="under a file"),
+        pytest.param(lambda tmp: tmp / ("y" * 250), "File name too long", id="name too long"),
+    ],
+)
+def test_an_output_that_cannot_be_made_is_one_line(
+    raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture, output, says: str
+) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "a-file.txt").write_text("kept\n")
+    code, errors = _curate(
+        capsys, "--input", str(raw / "2026-11-20"), "--output", str(output(tmp_path))
+    )
+    assert code == 2 and len(errors) == 1 and says in errors[0], errors
+    assert (tmp_path / "a-file.txt").read_text() == "kept\n"
+
+
+def test_an_empty_output_path_is_refused(raw: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["curate", "--input", str(raw / "2026-11-20"), "--output", ""])
+    assert exit_.value.code == 2 and "an empty path" in capsys.readouterr().err

@@ -29,9 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:  # a ValueError too, but many lines: say the first one
         print(f"modelyard: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, PermissionError) as exc:
+    except (OSError, ValueError) as exc:  # OSError: not found, no permission, name too long...
         print(f"modelyard: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("modelyard: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

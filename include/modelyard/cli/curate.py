@@ -22,27 +22,34 @@ from pathlib import Path
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one (an unset shell variable) would mean the cwd."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
+    return Path(text)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "curate",
         help="curate a raw partition into train/eval/rejected + manifest, then run the GX gate",
     )
     parser.add_argument(
-        "--input", required=True, type=Path, help="partition dir or .jsonl[.gz] file"
+        "--input", required=True, type=_path, help="partition dir or .jsonl[.gz] file"
     )
     parser.add_argument(
         "--output",
         required=True,
-        type=Path,
+        type=_path,
         help="output dir: new, empty, or an earlier curation output (replaced); never inside "
         "or around the input",
     )
     parser.add_argument(
         "--eval-reference",
-        type=Path,
+        type=_path,
         help="eval-suite records (jsonl, any shape curation accepts, each with an id)",
     )
-    parser.add_argument("--config", type=Path, help="JSON/YAML file of CurationSettings overrides")
+    parser.add_argument("--config", type=_path, help="JSON/YAML file of CurationSettings overrides")
     parser.set_defaults(func=run)
 
 
@@ -64,12 +71,16 @@ def settings_with(config: Path | None):
         raise ValueError(f"invalid MODELYARD_* settings: {_problems(exc)}") from None
     if config is None:
         return settings
-    if not config.is_file():
+    if not config.exists():
         raise FileNotFoundError(f"config file not found: {config}")
-    try:
+    if config.is_dir():
+        raise ValueError(f"invalid config {config}: a directory, not a file")
+    try:  # a pipe (`--config <(...)`) reads as well as a file
         overrides = yaml.safe_load(config.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"invalid config {config}: not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError(f"invalid config {config}: nested too deeply") from None
     except yaml.YAMLError as exc:
         problem = " ".join(str(exc).split())
         raise ValueError(f"invalid config {config}: not YAML/JSON: {problem}") from None
@@ -141,10 +152,12 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_with(args.config)
     if not args.input.exists():
         raise FileNotFoundError(f"input not found: {args.input}")
+    from modelyard.curation.publish import PUBLISHED_FILES
+    from modelyard.curation.reader import raw_files
     from modelyard.storage import check_output
 
     inputs = [p for p in (args.input, args.eval_reference, args.config) if p is not None]
-    output = check_output(args.output, inputs)
+    output = check_output(args.output, [*inputs, *raw_files(args.input)], PUBLISHED_FILES)
     try:
         with _sigterm_unwinds():
             from modelyard.tasks.curation import curate_into

@@ -42,6 +42,7 @@ from modelyard.curation.prepare import (
     prepared_batches,
     reference_records,
 )
+from modelyard.curation.publish import PUBLISHED_FILES
 from modelyard.curation.reader import RawBatch, lineage_name, raw_files
 from modelyard.records import FEEDBACK_PREFIX, REASONS, text_of
 from modelyard.settings import CurationSettings
@@ -434,15 +435,16 @@ def curate(
     The version id is a content address: it hashes the three output files with the settings
     and the partition, so the same input, history and config give the same version.
     """
-    inputs = [source] + ([eval_reference] if eval_reference is not None else [])
-    output = check_output(output, inputs)
     files = raw_files(source)
+    inputs = [source, *files] + ([eval_reference] if eval_reference is not None else [])
+    output = check_output(output, inputs, PUBLISHED_FILES)
     if eval_reference is not None and not eval_reference.is_file():
         raise FileNotFoundError(f"eval reference not found: {eval_reference}")
-    workdir = scratch_dir(output)
+    workdir = scratch_dir(output, keep=inputs)
     held = None
     if quarantine is not None:
-        held = scratch_dir(private_dir(quarantine) / "run", every_name=True, private=True)
+        run = private_dir(quarantine) / "run"
+        held = scratch_dir(run, every_name=True, private=True, keep=inputs)
     try:
         curation = Curation(settings, workdir, history or [], eval_reference, held)
         summary = curation.run(files, workers)
