@@ -185,7 +185,7 @@ class GateSettings(_Section):
         0.8,
         gt=0.0,
         le=1.0,
-        description="share of a suite record's words inside n-grams found in train = leak",
+        description="share of a suite record's n-grams in train = leak",
     )
     suite_metrics: list[str] = Field(
         default_factory=lambda: ["exact_match", "rouge_l", "bleu", "format_validity"],

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import sqlalchemy
@@ -109,6 +111,54 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
     assert uri in line and "timed out" in line and "2 s timeout" in line, line
 
 
+def test_what_is_not_an_mlflow_store_is_one_line_and_left_alone(tmp_path: Path) -> None:
+    """Another SQLite database or an empty file (never migrated into), a corrupt file, and an
+    HTTP server that is not MLflow's (the Airflow UI's port, say)."""
+    other = tmp_path / "airflow.db"
+    with sqlite3.connect(other) as db:
+        db.execute("create table dag (id int)")
+    empty, corrupt = tmp_path / "empty.db", tmp_path / "corrupt.db"
+    empty.touch()
+    corrupt.write_bytes(bytes(range(256)) * 16)
+    before = {p: p.read_bytes() for p in (other, empty, corrupt)}
+    with socket.socket() as web:  # answers every request 404 with an HTML page
+        web.bind(("127.0.0.1", 0))
+        web.listen(16)
+        stop = threading.Event()
+
+        def answer() -> None:
+            web.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = web.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.recv(65536)
+                    body = b"<!DOCTYPE HTML><html>Not Found</html>"
+                    conn.sendall(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                    )
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        web_uri = f"http://127.0.0.1:{web.getsockname()[1]}"
+        env = {
+            "MODELYARD_HOME": str(tmp_path / "home"),
+            "MODELYARD_REGISTRY__HTTP_MAX_RETRIES": "0",
+        }
+        uris = [f"sqlite:///{other}", f"sqlite:///{empty}", f"sqlite:///{corrupt}", web_uri]
+        runs = [({**env, "MODELYARD_MLFLOW_TRACKING_URI": u}, ("registry", "status")) for u in uris]
+        lines = [_one_line_error(done) for done in _run_each(runs)]
+        stop.set()
+        server.join()
+    assert "holds no MLflow store" in lines[0] and "holds no MLflow store" in lines[1], lines
+    assert "file is not a database" in lines[2], lines
+    assert web_uri in lines[3] and "ENDPOINT_NOT_FOUND" in lines[3], lines
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_read_only_and_move_commands_never_create_a_store(tmp_path: Path) -> None:
     home = tmp_path / "elsewhere" / ".local"
     env = {"MODELYARD_HOME": str(home)}
@@ -156,6 +206,8 @@ def test_impossible_moves_are_one_line_each(settings, capsys) -> None:
         ("99", "has no version 99"),
         ("abc", "a version is a number such as 3, not 'abc'"),
         ("0", "not '0'"),
+        ("9" * 23, "a version is a number"),  # past the stores' 64-bit column
+        ("\u0663", "a version is a number"),  # an Arabic-Indic three: a digit, not ASCII
     ):
         code, err = _cli(capsys, "promote", "--to", "canary", "--version", bad)
         assert code == 2 and expected in err and "\n" not in err, err
@@ -165,6 +217,10 @@ def test_impossible_moves_are_one_line_each(settings, capsys) -> None:
     assert code == 2 and "has no production version to roll back" in err
     code, err = _cli(capsys, "promote", "--to", "canary", "--reason", "x" * 5000)
     assert code == 2 and "keep it under" in err
+    forged = "carol\n  #2   2026-11-26T14:20:00+00:00 bob  approve  v1 canary -> production"
+    for flag in ("--reason", "--on-behalf-of"):  # a newline would forge a status-table line
+        code, err = _cli(capsys, "promote", "--to", "canary", flag, forged)
+        assert code == 2 and "one line of printable text" in err, err
     assert status(settings)["aliases"] == {"staging": version}  # nothing moved
 
 
@@ -189,6 +245,7 @@ def test_a_corrupt_tag_costs_only_what_it_held(settings, capsys) -> None:
     client.set_model_version_tag(name, v2, t.GATE_INCUMBENT, "[1, 2]")
     client.set_model_version_tag(name, v3, t.METRICS, '{"rouge_l": "0.5", "bleu": 0.1}')
     client.set_model_version_tag(name, v3, t.scores_tag("suite-0"), "nan?")
+    client.set_model_version_tag(name, v4, t.scores_tag("suite-0"), '{"bleu": NaN, "x": Infinity}')
     client.set_registered_model_alias(name, "staging", v4)
     promote(settings, "canary", actor="alice", reason="fine")
     client.set_registered_model_tag(name, f"{t.LEDGER_PREFIX}000050-handmade", "{oops")
@@ -207,14 +264,15 @@ def test_a_corrupt_tag_costs_only_what_it_held(settings, capsys) -> None:
     assert rows[v3]["metrics"] == {"bleu": 0.1}
     assert any("rouge_l is not a number" in n for n in rows[v3]["notes"])
     assert rows[v3]["scores_by_suite"]["suite-0"] == {}
-    assert rows[v4]["notes"] == [] and rows[v4]["aliases"] == ["canary"]
+    assert rows[v4]["scores_by_suite"]["suite-0"] == {}  # not finite: no JSON number
+    assert len(rows[v4]["notes"]) == 2 and rows[v4]["aliases"] == ["canary"]
     assert rows[v4]["gate_margins"] == {"rouge_l.threshold": 0.2, "contamination.manifest": None}
 
     ledger = read_ledger(client, name)
     assert [e["action"] for e in ledger] == ["promote", None, None]
     assert ledger[1]["notes"][0].startswith(f"unreadable tag {t.LEDGER_PREFIX}000050-handmade: ")
     assert any("unreadable field at" in n for n in ledger[2]["notes"])
-    json.dumps(state)  # what the registry page serves
+    json.dumps(state, allow_nan=False)  # what the registry page and `status --json` serve
 
     capsys.readouterr()
     assert main(["registry", "status"]) == 0

@@ -3,13 +3,15 @@
 Curation reports its own contamination count in the dataset manifest; the gate does not take
 that on trust and re-checks the training file against the suite it scores on. A suite record
 leaks when its normalised words appear verbatim in train, or when at least ``coverage`` of its
-words lie inside word n-grams that also occur in train: token coverage, as Llama 2's
-contamination analysis measures it. Coverage rather than "any shared n-gram" because templated
-tasks share long boilerplate n-grams between unrelated records; tokens rather than a share of
-n-grams because one inserted word breaks n n-grams but leaves every word covered.
+word n-grams occur in train (coverage rather than "any shared n-gram" because templated tasks
+share long boilerplate n-grams between unrelated records). Both sides are NFKC-normalised and
+case-folded (full-width letters, ligatures and case are no disguise), and the training side is
+read as the trainer reads it: every turn of ``messages``, the system turn included.
 
-Both sides are NFKC-normalised and case-folded (full-width letters, ligatures and case are no
-disguise), and the training side is read as the trainer reads it: every turn of ``messages``.
+What n-grams cannot tell apart: on a templated task, a suite record with one word added and a
+different example that changes one word share the same n-grams; ``gate.leak_coverage`` sets
+where that line falls (measured on the sample task: distinct examples share at most 75% of
+their 8-grams with 2,500 training records).
 """
 
 from __future__ import annotations
@@ -46,32 +48,24 @@ def _trained_text(record: dict) -> str:
     return f"{record['prompt']} {record['completion']}"
 
 
-def _ngrams(words: list[str], n: int) -> Iterable[tuple[str, ...]]:
-    return (tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-
-
-def _covered(words: list[str], grams: set[tuple[str, ...]], n: int) -> float:
-    """Share of ``words`` inside an n-gram that is in ``grams``."""
-    covered = [False] * len(words)
-    for i, gram in enumerate(_ngrams(words, n)):
-        if gram in grams:
-            covered[i : i + n] = [True] * n
-    return sum(covered) / len(words) if words else 0.0
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def overlap_leaks(
     train: Iterable[dict], suite: Iterable[dict], n: int, coverage: float
 ) -> list[str]:
-    """Ids of suite records found in the training records (exactly or by token coverage)."""
+    """Ids of suite records found in the training records (exactly or by n-gram coverage)."""
     texts: set[tuple[str, ...]] = set()
     grams: set[tuple[str, ...]] = set()
     for record in train:
         words = _words(_trained_text(record))
         texts.add(tuple(words))
-        grams.update(_ngrams(words, n))
+        grams |= _ngrams(words, n)
     leaked = []
     for record in suite:
         words = _words(f"{record['prompt']} {record['completion']}")
-        if tuple(words) in texts or (len(words) >= n and _covered(words, grams, n) >= coverage):
+        own = _ngrams(words, n)
+        if tuple(words) in texts or (own and len(own & grams) / len(own) >= coverage):
             leaked.append(record["id"])
     return leaked

@@ -86,10 +86,8 @@ def require_store(settings: Settings) -> None:
     uri = settings.tracking_uri
     where = f"(tracking URI {redact_url(uri)}; MODELYARD_HOME={settings.home})"
     path = sqlite_path(uri)
-    if path is not None:
-        if not path.is_file():
-            raise StoreMissing(f"no MLflow store at {path} {where}: nothing is registered there")
-        return
+    if path is not None and not path.is_file():
+        raise StoreMissing(f"no MLflow store at {path} {where}: nothing is registered there")
     scheme = urlsplit(uri).scheme
     if scheme in ("", "file"):
         local = Path(urlsplit(uri).path if scheme else uri)
@@ -111,7 +109,7 @@ def require_store(settings: Settings) -> None:
     try:
         with engine.connect() as conn:
             found = sqlalchemy.inspect(conn).has_table("registered_models")
-    except sqlalchemy.exc.SQLAlchemyError as exc:
+    except sqlalchemy.exc.SQLAlchemyError as exc:  # down, refused, or not a database at all
         raise StoreUnavailable(
             f"cannot reach the MLflow store {redact_url(uri)}: {_root_cause(exc)}"
         ) from None
@@ -199,10 +197,11 @@ def store_errors(settings: Settings) -> Iterator[None]:
             raise StoreUnavailable(
                 f"cannot reach the MLflow tracking store {uri}{tries}: {_root_cause(exc)}"
             ) from None
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise RegistryError(f"{exc.message.splitlines()[0]} (store {uri})") from None
-        raise
-    except sqlalchemy.exc.OperationalError as exc:
+        # Not found, a bad parameter, a server that is not MLflow's, a refused store kind: one
+        # line with MLflow's own first line and code.
+        first = (exc.message.strip().splitlines() or [exc.error_code])[0]
+        raise RegistryError(f"{redact(first)} ({exc.error_code}; store {uri})") from None
+    except sqlalchemy.exc.DatabaseError as exc:  # unreachable, or a file that is no database
         raise StoreUnavailable(
             f"cannot reach the MLflow tracking store {uri}: {_root_cause(exc)}"
         ) from None

@@ -12,7 +12,9 @@ functions are the one path every caller (DAGs, CLI, the UI's actions) moves alia
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,8 @@ def _version_ref(version: str | int | None) -> str | None:
     if version is None or version == "":
         return None
     ref = str(version).strip()
-    if not ref.isdigit() or int(ref) < 1:
+    # ASCII digits only ("٣".isdigit() is True) and within the stores' 64-bit integer column.
+    if not re.fullmatch(r"[0-9]{1,19}", ref) or not 1 <= int(ref) < 2**63:
         raise ValueError(f"a version is a number such as 3, not {version!r}")
     return str(int(ref))
 
@@ -52,6 +55,11 @@ def _check_text(reason: str, on_behalf_of: str | None) -> None:
         )
     if on_behalf_of is not None and not 0 < len(on_behalf_of.strip()) <= MAX_NAME_CHARS:
         raise ValueError(f"on_behalf_of must name someone in 1..{MAX_NAME_CHARS} characters")
+    for field, text in (("the reason", reason), ("on_behalf_of", on_behalf_of or "")):
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
+            raise ValueError(  # a newline could forge a line of the status table's ledger
+                f"{field} must be one line of printable text (no newlines or control characters)"
+            )
 
 
 def git_sha() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -50,9 +51,8 @@ def _numbers(value: Any, key: str, notes: list[str], allow_none: bool = False) -
         return {}
     numbers = {}
     for name, number in value.items():
-        if (isinstance(number, int | float) and not isinstance(number, bool)) or (
-            number is None and allow_none
-        ):
+        finite = isinstance(number, int | float) and math.isfinite(number)
+        if (finite and not isinstance(number, bool)) or (number is None and allow_none):
             numbers[name] = number
         else:
             notes.append(f"unreadable tag {key}: {name} is not a number ({number!r})")
