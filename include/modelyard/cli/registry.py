@@ -83,7 +83,11 @@ def _rollback(args: argparse.Namespace) -> int:
     from modelyard.registry.identity import os_user
 
     rolled = rollback(
-        _settings(), actor=os_user(), reason=args.reason, on_behalf_of=args.on_behalf_of
+        _settings(),
+        actor=os_user(),
+        reason=args.reason,
+        on_behalf_of=args.on_behalf_of,
+        from_version=args.from_version,
     )
     print(json.dumps(rolled))
     return 0
@@ -123,5 +127,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rollback = subparsers.add_parser("rollback", help="production back to the last known good")
     rollback.add_argument("--reason", default="manual rollback")
+    rollback.add_argument(
+        "--from-version",
+        metavar="N",
+        help="the version you are rolling back (as `registry status` showed it): if production "
+        "already moved, e.g. a colleague rolled back the same incident, nothing changes",
+    )
     _on_behalf_of(rollback)
     rollback.set_defaults(func=_rollback)

@@ -347,21 +347,34 @@ def rollback(
     dag_run_id: str | None = None,
     on_behalf_of: str | None = None,
     dag_id: str | None = None,
+    from_version: str | int | None = None,
 ) -> dict[str, Any]:
     """Point ``production`` back at the last known good version, in one step.
 
     No new approval is needed: the target already held production (the ledger says so), and
     was approved then whenever approval was required; an incident must not wait for a second
     person. The rollback is recorded with its actor like every other move.
+
+    It rolls back ``from_version`` (default: the version in production when called). If
+    production holds another by the time the lock is held, nothing moves: two people rolling
+    back the same incident at once must not take production back two versions.
     """
+    expected = _version_ref(from_version)
     _check_text(reason, on_behalf_of)
     name = settings.registered_model
     require_store(settings)
     client = client_for(settings)
+    if expected is None:
+        expected = _alias_version(client, name, "production")
     with transition_lock(settings) as held:
         current = _alias_version(client, name, "production")
         if current is None:
             raise ValueError(f"{name} has no production version to roll back")
+        if current != expected:
+            raise ValueError(
+                f"production of {name} is version {current}, not {expected}: it moved while "
+                "this rollback waited (another rollback?); nothing changed"
+            )
         target = rollback_target(read_ledger(client, name), current)
         if target is None:
             raise ValueError(
