@@ -173,3 +173,15 @@ def test_a_file_name_that_is_not_utf8_is_kept_as_escapes(tmp_path: Path) -> None
     [record] = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert record["source"]["file"] == "2026-11-20/caf\\xe9.jsonl"
     assert manifest["source_files"][0]["file"] == "2026-11-20/caf\\xe9.jsonl"
+
+
+def test_a_gzip_cut_inside_an_oversized_line_counts_that_line_once(tmp_path: Path) -> None:
+    records = [long_record(seed, f"r{seed}") for seed in range(20)]
+    huge = {**long_record(99, "huge"), "completion": "word " * 400_000}  # ~2 MB: oversized
+    partition = tmp_path / "2026-11-20"
+    whole = _gzip_lines(partition / "part-0.jsonl.gz", [*records, huge])
+    (partition / "part-0.jsonl.gz").write_bytes(whole[:-200])  # the cut falls in the huge line
+    settings = CurationSettings(max_line_bytes=4096)
+    counts = curate(partition, tmp_path / "out", settings)["counts"]
+    assert counts["input"] == len(records) + 1, counts
+    assert counts["by_reason"] == {"oversized": 1}, counts

@@ -109,3 +109,38 @@ def test_the_gate_refuses_rejections_that_carry_raw_text(store: Settings) -> Non
         validate_partition(str(staging), store)
     assert "(contract): 1 unexpected" in str(failure.value)
     assert "(pii_left): 2 unexpected" in str(failure.value)  # the raw one is read whole
+
+
+def test_ids_and_cut_lines_publish_no_raw_pii(store: Settings) -> None:
+    """Ids are published too (train, eval, rejected rows, dedup details): an id holding PII is
+    replaced by one pseudonym wherever it appears. A line cut at ``max_line_bytes`` is scrubbed
+    before the cut, so an address straddling it is not published as a fragment."""
+    limit = 1024
+    pad = "word " * ((limit - 40) // 5)
+    cut_mail = {"prompt": f"{pad}write to alice.smith@example.com please", "completion": "z" * 2000}
+    cut_phone = {"prompt": f"{pad[:-30]}  call +1 415 555 2671 now", "completion": "z" * 2000}
+    lines = [
+        {**long_record(1), "id": "bob.jones@example.com"},
+        {**long_record(2), "id": "bob.jones@example.com"},  # duplicate id: its detail names it
+        {"id": "+1 415 555 2671", "prompt": "short", "completion": "x"},  # quality
+        *[long_record(seed, f"r{seed}") for seed in range(3, 40)],
+        cut_mail,
+        cut_phone,
+    ]
+    settings = store.model_copy(
+        update={"curation": store.curation.model_copy(update={"max_line_bytes": limit})}
+    )
+    staged = _curate(settings, "2026-11-21", lines)
+    assert staged["counts"]["by_reason"]["oversized"] == 2
+    assert validate_partition(staged["staging_dir"], settings)["success"]
+    published = Path(publish_partition(staged["staging_dir"], settings)["path"])
+    files = ("train.jsonl", "eval.jsonl", "rejected.jsonl")
+    text = "".join((published / name).read_text(encoding="utf-8") for name in files)
+    for raw in ("bob.jones", "alice.smith", "example.com", "415 555", "2671"):
+        assert raw not in text, raw
+    ids = [r["id"] for name in files for r in read_jsonl(published / name)]
+    pseudonyms = {i for i in ids if i and i.startswith("pii-")}
+    assert len(pseudonyms) == 2  # bob's (twice: kept and duplicate) and the phone-number id
+    rejected = {r["source"]["line"]: r for r in read_jsonl(published / "rejected.jsonl")}
+    assert "<EMAIL>" in rejected[len(lines) - 1]["text"]
+    assert len(rejected[len(lines) - 1]["text"]) <= limit

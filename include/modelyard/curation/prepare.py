@@ -137,11 +137,33 @@ def _unescape(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def public_texts(raws: list[bytes]) -> list[str]:
+def public_texts(raws: list[bytes], limit: int) -> list[str]:
     """What ``rejected.jsonl`` publishes of lines that never became a record: the line with
-    its escapes resolved, normalised and PII-scrubbed like a kept record's text."""
+    its escapes resolved, normalised and PII-scrubbed like a kept record's text, then cut to
+    ``limit`` characters (a cut line arrives with a look-ahead, scrubbed before the cut)."""
     texts = [_unescape(raw.decode("utf-8", errors="replace")) for raw in raws]
-    return pii.scrub_batch(normalize_batch(texts), Counter())
+    return [text[:limit] for text in pii.scrub_batch(normalize_batch(texts), Counter())]
+
+
+def _pii_free_ids(decoded: list[tuple]) -> list[tuple]:
+    """Ids are published (train, eval and rejected rows, dedup details): a given id holding
+    PII (an e-mail address as id) becomes ``pii-<hash>``, the same for the same id, so
+    duplicates still meet and lineage still joins."""
+    given = [d[1] for d in decoded if d[1] is not None]
+    flagged = {rid for rid, found in zip(given, pii.find_batch(given), strict=True) if found}
+    if not flagged:
+        return decoded
+    return [
+        (messages, _pseudonym(rid) if rid in flagged else rid, *rest)
+        for messages, rid, *rest in decoded
+    ]
+
+
+def _pseudonym(record_id: str) -> str:
+    return (
+        "pii-"
+        + hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    )
 
 
 def _set_contents(
@@ -154,7 +176,7 @@ def _set_contents(
 
 def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
     rejected: list[Rejection] = []
-    decoded = _decode(batch, rejected)
+    decoded = _pii_free_ids(_decode(batch, rejected))
     _set_contents([m for d in decoded for m in d[0]], normalize_batch)
     parsed = []
     for messages, record_id, row, raw, source in decoded:
@@ -181,7 +203,9 @@ def prepare(batch: RawBatch, settings: CurationSettings) -> Prepared:
         else:
             rejected.append(Rejection("quality", issue, raw, source, record_id, texts[i]))
     unparsed = [r for r in rejected if not r.text]
-    for rejection, text in zip(unparsed, public_texts([r.raw for r in unparsed]), strict=True):
+    for rejection, text in zip(
+        unparsed, public_texts([r.raw for r in unparsed], settings.max_line_bytes), strict=True
+    ):
         rejection.text = text
     bodies = [
         encode(

@@ -115,10 +115,16 @@ def _oversized(limit: int) -> tuple[str, str]:
     return "oversized", f"line longer than max_line_bytes={limit}"
 
 
+# A line cut at ``max_line_bytes`` keeps this many bytes more, so an e-mail address or phone
+# number straddling the cut is scrubbed whole before the published text is cut to the limit.
+PII_LOOKAHEAD = 256
+
+
 def _blocks(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[list[bytes], dict]]:
     """The file's lines, a block at a time, and {index in block: (reason, detail)} of a line
-    not read whole: longer than ``limit`` (its first ``limit`` bytes are kept) or cut off
-    by a broken ``.gz`` stream (always the last line)."""
+    not read whole: longer than ``limit`` (its first ``limit + PII_LOOKAHEAD`` bytes are
+    kept) or cut off by a broken ``.gz`` stream (always the last line)."""
+    keep = limit + PII_LOOKAHEAD  # of a cut line: what the scrubber reads before the cut
     pending = b""  # the line being read, without its end yet
     skipping = False  # inside an oversized line, dropping bytes until its end
     read_any = False
@@ -128,6 +134,8 @@ def _blocks(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[list[byt
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             if not read_any:
                 raise InputError(f"{path}: not a readable gzip stream: {exc}") from None
+            if skipping:  # the cut line is the oversized one, already rejected as such
+                return
             detail = f"{path.name} ends mid-stream ({exc}); this is the cut tail"
             yield [pending[:limit]], {0: ("truncated", detail)}
             return
@@ -146,10 +154,10 @@ def _blocks(handle: BinaryIO, path: Path, limit: int) -> Iterator[tuple[list[byt
         cut = {}
         if lines and max(map(len, lines)) > limit:
             cut = {i: _oversized(limit) for i, line in enumerate(lines) if len(line) > limit}
-            lines = [line[:limit] for line in lines]
-        if len(pending) > limit:
+            lines = [line[:keep] for line in lines]
+        if len(pending) > keep:
             cut[len(lines)] = _oversized(limit)
-            lines.append(pending[:limit])
+            lines.append(pending[:keep])
             pending, skipping = b"", True
         yield lines, cut
     if pending and not skipping:
