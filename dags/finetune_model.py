@@ -86,8 +86,12 @@ def finetune_model():
     )
     def train(plan: dict) -> dict:
         from modelyard.training import run_trainer
+        from trainer.config import ConfigError
 
-        return run_trainer(plan["trainer_config"], get_settings())
+        try:
+            return run_trainer(plan["trainer_config"], get_settings())
+        except ConfigError as exc:  # the trainer refused its config: a retry would too
+            raise AirflowFailException(f"trainer config error: {exc}") from None
 
     @task
     def evaluate(plan: dict, trained: dict) -> dict:

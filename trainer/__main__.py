@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 from trainer.backends import ExportError, resolve_backend
-from trainer.config import ConfigError, check_against_model, load_config
+from trainer.config import (
+    CONFIG_ERROR_EXIT,
+    CONFIG_ERROR_PREFIX,
+    ConfigError,
+    check_against_model,
+    load_config,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result = run(cfg, backend)
     except ConfigError as err:
-        print(f"trainer: config error: {err}", file=sys.stderr)
-        return 2
+        print(f"{CONFIG_ERROR_PREFIX}{err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     except ExportError as err:
         print(f"trainer: {err}", file=sys.stderr)
         return 1

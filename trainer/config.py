@@ -23,6 +23,12 @@ class ConfigError(ValueError):
     """A bad config: the message is one line that starts with the offending field."""
 
 
+# ``python -m trainer`` exits with this code after printing the prefix and the ConfigError's
+# line on stderr: a launcher tells a config that cannot work (no retry) from a crash.
+CONFIG_ERROR_EXIT = 2
+CONFIG_ERROR_PREFIX = "trainer: config error: "
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -24,7 +24,13 @@ from typing import Any
 
 from modelyard.settings import Settings
 from modelyard.storage import credential_env, is_remote
-from trainer.config import ConfigError, TrainingRecipe, parse_config
+from trainer.config import (
+    CONFIG_ERROR_EXIT,
+    CONFIG_ERROR_PREFIX,
+    ConfigError,
+    TrainingRecipe,
+    parse_config,
+)
 from trainer.redaction import redact, scrubber
 
 log = logging.getLogger(__name__)
@@ -300,6 +306,9 @@ def run_trainer(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
             returncode = proc.wait()
     finally:
         _stop(proc)  # an exception here (e.g. Airflow's execution timeout) must not orphan it
+    config_errors = [line for line in tail if line.startswith(CONFIG_ERROR_PREFIX)]
+    if returncode == CONFIG_ERROR_EXIT and config_errors:  # deterministic: a retry fails alike
+        raise ConfigError(config_errors[-1].removeprefix(CONFIG_ERROR_PREFIX))
     if returncode != 0:
         raise RuntimeError(
             f"trainer exited with code {returncode}; last output:\n" + "\n".join(tail)

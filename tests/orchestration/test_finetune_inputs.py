@@ -18,6 +18,7 @@ import pytest
 from modelyard.sampledata import curated_records, write_curated
 from modelyard.tasks.catalog import InvalidDatasetVersion, published_manifest
 from modelyard.tasks.snapshots import plan_training, select_versions, snapshot_id
+from trainer.config import ConfigError
 
 DAYS = ["2026-10-01", "2026-10-02", "2026-10-03"]
 
@@ -149,3 +150,24 @@ def test_param_date_latest_and_window_choose_the_history(settings, history, monk
     # A version that triggered the run is in its snapshot even outside the window.
     _, manifests = select_versions([versions[DAYS[0]], versions[DAYS[2]]], windowed, True)
     assert [m["version"] for m in manifests] == [versions[d] for d in DAYS]
+
+
+def test_a_misspelt_conf_key_is_refused_not_ignored(settings, history):
+    """Airflow merges a trigger's conf into params whatever its keys."""
+    with pytest.raises(ConfigError) as exc:
+        plan_training({"max_step": 5, "lerning_rate": 1.0, "colour": "red"}, [], "m__1", settings)
+    line = _one_line(exc)
+    assert line.startswith(
+        "unknown conf key(s): colour, lerning_rate (did you mean learning_rate?)"
+    )
+    assert "max_step (did you mean max_steps?)" in line
+
+
+def test_each_run_id_gets_a_run_dir_of_its_own(settings, history):
+    """Ids Airflow accepts that a plain character swap would merge, or turn into `runs/`."""
+    ids = ["manual:1", "manual+1", "manual_1", ".", "::", "~", "manual__2026-11-26T10:00:00+00:00"]
+    dirs = [Path(plan_training({}, [], i, settings)["trainer_config"]["output_dir"]) for i in ids]
+    assert len(set(dirs)) == len(ids), dirs
+    runs = settings.storage_path / "runs"
+    assert all(d.parent == runs and d.name not in ("", ".", "..") for d in dirs), dirs
+    assert dirs[2].name == "manual_1"  # an id that needs no change keeps its name

@@ -57,11 +57,15 @@ def test_a_config_the_trainer_rejects_is_refused_before_it_starts(short, curated
     assert not Path(config["output_dir"]).exists()
 
 
-def test_failure_raises_with_the_last_lines(short, curated):
+def test_a_config_the_trainer_refuses_is_one_config_error(short, curated):
+    """Exit 2 is the trainer's "config error" (the base model went missing after ``prepare``,
+    a worker without the path): one ``ConfigError`` line, which the DAG fails without retry."""
     config = build_trainer_config(PARAMS, _dataset(curated), "gone", short)
-    config["base_model"] = str(Path(short.home) / "models" / "deleted-after-prepare")
-    with pytest.raises(RuntimeError, match=r"(?s)code 2.*config error: base_model: path does not"):
+    missing = str(Path(short.home) / "models" / "deleted-after-prepare")
+    config["base_model"] = missing
+    with pytest.raises(ConfigError) as refused:
         run_trainer(config, short)
+    assert str(refused.value) == f"base_model: path does not exist: {missing}"
 
 
 LAUNCH = """
@@ -111,4 +115,17 @@ def test_a_trainer_interpreter_that_is_not_there_is_named(short, curated):
     config = build_trainer_config(PARAMS, _dataset(curated), "nowhere", short)
     short.training.python = "/nonexistent/bin/python"
     with pytest.raises(RuntimeError, match="cannot start the trainer with /nonexistent/bin/python"):
+        run_trainer(config, short)
+
+
+def test_a_trainer_that_crashes_raises_with_its_last_lines(short, curated, tmp_path):
+    """Any other exit (an OOM kill, a driver fault) stays a RuntimeError: Airflow retries it."""
+    crashing = tmp_path / "python"
+    crashing.write_text(
+        "#!/bin/sh\necho 'loading shards'\necho 'CUDA error: device lost' >&2\nexit 3\n"
+    )
+    crashing.chmod(0o755)
+    config = build_trainer_config(PARAMS, _dataset(curated), "crash", short)
+    short.training.python = str(crashing)
+    with pytest.raises(RuntimeError, match=r"(?s)code 3.*loading shards.*device lost"):
         run_trainer(config, short)

@@ -9,6 +9,7 @@ version whose validation passed: the id is never joined into a path before it ma
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from modelyard.curation.publish import by_date_dir
@@ -88,5 +89,12 @@ def version_for_date(day: str, settings: Settings | None = None) -> str | None:
 
 
 def run_name_for(run_id: str) -> str:
-    """A filesystem-safe run directory name that is stable across task retries."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")
+    """A filesystem-safe run directory name, stable across task retries and one per run id:
+    when characters had to be replaced (``manual__...T10:00:00+00:00``), a hash of the id
+    keeps ``manual:1`` and ``manual+1`` apart, and ``.`` or ``::`` never name ``runs/``
+    itself (another run's checkpoints would be resumed)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
+    if safe and safe == run_id:
+        return safe
+    digest = hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return f"{safe or 'run'}-{digest}"

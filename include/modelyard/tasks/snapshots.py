@@ -23,6 +23,7 @@ reader sees a whole snapshot or none.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -190,9 +191,19 @@ def plan_training(
     and carries the snapshot; the trainer reads the snapshot's ``train.jsonl`` and its recipe
     hash covers the snapshot id (the trainer config's ``data_version``).
     """
-    from modelyard.training import build_trainer_config
-    from trainer.config import parse_config
+    from modelyard.training import build_trainer_config, trigger_params
+    from trainer.config import ConfigError, parse_config
 
+    # Airflow merges a trigger's conf into params whatever its keys: a misspelt one
+    # ("max_step") would otherwise train with the default, silently.
+    known = trigger_params(settings)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        guesses = [difflib.get_close_matches(key, known, n=1) for key in unknown]
+        said = [
+            f"{k} (did you mean {g[0]}?)" if g else k for k, g in zip(unknown, guesses, strict=True)
+        ]
+        raise ConfigError(f"unknown conf key(s): {', '.join(said)}; known: {', '.join(known)}")
     named = named_versions(params, event_extras)
     _, manifests = select_versions(named, settings, up_to_named=bool(params.get("dataset_version")))
     snap = build_snapshot(manifests, settings)
