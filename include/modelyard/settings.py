@@ -525,6 +525,16 @@ class Settings(BaseSettings):
         """The storage root as a local path (the embedded default and tests)."""
         return Path(self.storage)
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _installed_postgres_driver(cls, uri: str) -> str:
+        """``postgresql://`` names psycopg 3 to SQLAlchemy 2.1 ("No module named 'psycopg'");
+        the driver modelyard installs is psycopg2, so the bare scheme means that one."""
+        scheme, sep, rest = uri.partition("://")
+        return (
+            f"postgresql+psycopg2://{rest}" if sep and scheme in ("postgresql", "postgres") else uri
+        )
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"

@@ -176,7 +176,9 @@ def test_read_only_and_move_commands_never_create_a_store(tmp_path: Path) -> Non
 
 
 def test_a_database_without_an_mlflow_store_is_left_alone(tmp_path: Path, postgres_url) -> None:
-    env = {"MODELYARD_HOME": str(tmp_path), "MODELYARD_MLFLOW_TRACKING_URI": postgres_url}
+    # Spelt as users write it: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3.
+    bare = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
+    env = {"MODELYARD_HOME": str(tmp_path), "MODELYARD_MLFLOW_TRACKING_URI": bare}
     line = _one_line_error(_run_all(env, ("registry", "status"))[0])
     assert "holds no MLflow store" in line
     engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
