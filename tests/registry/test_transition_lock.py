@@ -157,8 +157,9 @@ def test_which_lock_guards_which_store(settings, tmp_path) -> None:
     for shared in ("http://mlflow:5000", "https://mlflow.example", "mysql://u:pw@db/mlflow"):
         with pytest.raises(RegistryError, match="no shared lock is configured"):
             target(shared)
-    with pytest.raises(RegistryError, match=r"lock_url memcached://x is not"):
-        target("http://mlflow:5000", "memcached://x")
+    for unusable in ("memcached://x", "file://nfs-host/locks", "file:relative/locks"):
+        with pytest.raises(RegistryError, match=rf"lock_url {unusable} is not"):
+            target("http://mlflow:5000", unusable)
     with pytest.raises(RegistryError) as refused:
         target("http://u:hunter2@mlflow:5000")
     assert "hunter2" not in str(refused.value)

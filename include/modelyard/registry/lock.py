@@ -70,10 +70,13 @@ def lock_target(settings: Settings) -> LockTarget:
             return LockTarget("postgres", url)
         if scheme in ("redis", "rediss", "unix"):
             return LockTarget("redis", url)
-        if scheme == "file" and urlsplit(url).path:
-            return LockTarget("file", urlsplit(url).path)
+        parts = urlsplit(url)
+        # file:///dir only: in file://host/dir the host would be dropped without a word.
+        if scheme == "file" and parts.path.startswith("/") and parts.netloc in ("", "localhost"):
+            return LockTarget("file", parts.path)
         raise RegistryError(
-            f"registry.lock_url {redact_url(url)} is not a postgresql://, redis:// or file:/// URL"
+            f"registry.lock_url {redact_url(url)} is not a postgresql://, redis:// or "
+            "file:///<absolute dir> URL"
         )
     uri = settings.tracking_uri
     if uri.startswith("postgresql"):
