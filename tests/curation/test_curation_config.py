@@ -138,3 +138,6 @@ def test_a_bad_eval_reference_is_one_line(
     )
     code, errors = _curate(capsys, partition, "--eval-reference", str(tmp_path / "missing.jsonl"))
     assert code == 2 and len(errors) == 1 and "eval reference not found" in errors[0]
+    (tmp_path / "refs").mkdir()
+    code, errors = _curate(capsys, partition, "--eval-reference", str(tmp_path / "refs"))
+    assert code == 2 and len(errors) == 1 and "is not a file" in errors[0], errors

@@ -439,6 +439,8 @@ def curate(
     inputs = [source, *files] + ([eval_reference] if eval_reference is not None else [])
     output = check_output(output, inputs, PUBLISHED_FILES)
     if eval_reference is not None and not eval_reference.is_file():
+        if eval_reference.exists():
+            raise ValueError(f"eval reference {eval_reference} is not a file (a .jsonl[.gz])")
         raise FileNotFoundError(f"eval reference not found: {eval_reference}")
     workdir = scratch_dir(output, keep=inputs)
     held = None
