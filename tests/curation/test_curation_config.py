@@ -44,6 +44,10 @@ def _curate(capsys: pytest.CaptureFixture, partition: Path, *extra: str) -> tupl
         pytest.param(b"contamination_ngram: 0\n", "contamination_ngram", id="n = 0"),
         pytest.param(b"batch_size: many\n", "batch_size: Input should be", id="not a number"),
         pytest.param(b"[" * 3000 + b"]" * 3000, "nested too deeply", id="deep YAML"),
+        pytest.param(
+            b"workers: 1\nbatch_size: 64\nworkers: 2\n", "given twice: workers", id="twice"
+        ),
+        pytest.param(b'{"a": {"k": 1, "k": 2}}', "key given twice: k", id="twice nested"),
         pytest.param(b'{"x": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply", id="deep"),
     ],
 )

@@ -58,6 +58,28 @@ def _problems(exc) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
 
 
+def _unique_key_loader():
+    """A safe YAML loader that refuses a key given twice (plain YAML keeps the last one, so
+    one of the two settings would be ignored without a word); merge keys still override."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            own = [
+                self.construct_object(key, deep=deep)
+                for key, _ in node.value
+                if key.tag != "tag:yaml.org,2002:merge"
+            ]
+            twice = sorted({str(key) for key in own if own.count(key) > 1})
+            if twice:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key given twice: {', '.join(twice)}", node.start_mark
+                )
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def settings_with(config: Path | None):
     """The settings, with the curation overrides of ``config`` applied and validated."""
     import yaml  # JSON is a subset of YAML: one loader for both
@@ -76,7 +98,7 @@ def settings_with(config: Path | None):
     if config.is_dir():
         raise ValueError(f"invalid config {config}: a directory, not a file")
     try:  # a pipe (`--config <(...)`) reads as well as a file
-        overrides = yaml.safe_load(config.read_text(encoding="utf-8"))
+        overrides = yaml.load(config.read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except UnicodeDecodeError:
         raise ValueError(f"invalid config {config}: not UTF-8 text") from None
     except RecursionError:
