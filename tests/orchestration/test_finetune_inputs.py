@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.curation.pipeline import OUTPUTS, content_address
 from modelyard.sampledata import curated_records, write_curated
 from modelyard.tasks.catalog import InvalidDatasetVersion, published_manifest
 from modelyard.tasks.snapshots import plan_training, select_versions, snapshot_id
@@ -24,14 +25,19 @@ DAYS = ["2026-10-01", "2026-10-02", "2026-10-03"]
 
 
 def publish(settings, day: str | None, train: list[dict], evals: list[dict], gx: bool = True):
-    """A published version as curation lays it out; returns its id."""
-    content = json.dumps([day, train, evals], sort_keys=True)
-    content_hash = hashlib.sha256(content.encode()).hexdigest()
+    """A published version as curation lays it out, content-addressed; returns its id."""
+    staging = write_curated(settings.storage_path / "staging-test", train, evals)
+    (staging / "rejected.jsonl").write_bytes(b"")
+    files = {n: hashlib.sha256((staging / f"{n}.jsonl").read_bytes()).hexdigest() for n in OUTPUTS}
+    content_hash = content_address(files, {}, day)
     version = f"ds-{content_hash[:12]}"
-    out = write_curated(settings.storage_path / "datasets" / version, train, evals)
+    out = settings.storage_path / "datasets" / version
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(out)
     manifest = {
         "version": version,
         "content_hash": content_hash,
+        "settings": {},
         "partition": day,
         "counts": {"train": len(train), "eval": len(evals)},
         "contamination": {"leaked_to_train": 0},
@@ -92,6 +98,14 @@ def test_dataset_version_must_be_a_published_validated_id(settings, history, tmp
         with pytest.raises(InvalidDatasetVersion) as exc:
             plan_training({}, [{"version": history["versions"][DAYS[0]]}, extra], "a__1", settings)
         _one_line(exc)
+    # Files edited after publishing (the manifest untouched): refused when the snapshot is built.
+    edited = publish(settings, None, curated_records(5, seed=5), [])
+    train_file = settings.storage_path / "datasets" / edited / "train.jsonl"
+    injected = {**curated_records(1, seed=6)[0], "split": "train"}
+    train_file.write_text(train_file.read_text() + json.dumps(injected) + "\n")
+    with pytest.raises(InvalidDatasetVersion) as exc:
+        plan_training({"dataset_version": edited}, [], "manual__1", settings)
+    assert "content hash mismatch" in _one_line(exc)
     assert not (settings.storage_path / "snapshots").exists()  # nothing built from bad input
     assert published_manifest(history["versions"][DAYS[2]], settings)["partition"] == DAYS[2]
 

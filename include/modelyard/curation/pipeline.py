@@ -464,6 +464,14 @@ def curate(
     return manifest
 
 
+def content_address(files: dict[str, str], settings: dict, partition: str | None) -> str:
+    """A version's content hash: the sha256 of its output files (``OUTPUTS``) with the
+    settings and the partition that made them. A reader re-derives it to tell published
+    files from files edited afterwards (``tasks.snapshots``)."""
+    content = {"files": files, "settings": settings, "partition": partition}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def _manifest(
     summary: dict,
     settings: CurationSettings,
@@ -480,7 +488,7 @@ def _manifest(
         "settings": settings.model_dump(mode="json", exclude=RUNTIME_ONLY),
         "partition": partition,
     }
-    content_hash = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    content_hash = content_address(**content)
     return {
         "version": f"ds-{short_hash(content_hash)}",
         "content_hash": content_hash,

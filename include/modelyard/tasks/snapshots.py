@@ -118,6 +118,31 @@ def _manifest_leaks(manifests: list[dict]) -> int | None:
     return None if any(c is None for c in counts) else sum(counts)
 
 
+def _file_sha256(path: StoragePath) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_files(manifest: dict, directory: StoragePath) -> None:
+    """Refuse a version whose files are not the ones curation wrote and the gate validated:
+    its content hash, re-derived from the files, must be the manifest's."""
+    from modelyard.curation.pipeline import OUTPUTS, content_address
+
+    try:
+        files = {name: _file_sha256(directory / f"{name}.jsonl") for name in OUTPUTS}
+        found = content_address(files, manifest["settings"], manifest.get("partition"))
+    except (OSError, KeyError) as err:
+        found = f"unreadable ({err})"
+    if found != manifest.get("content_hash"):
+        raise InvalidDatasetVersion(
+            f"dataset_version {manifest['version']}: its files are not the ones curation "
+            "published (content hash mismatch); the published directory was altered"
+        )
+
+
 def _fill(tmp: Path, manifests: list[dict], settings: Settings) -> dict[str, Any]:
     """Write the concatenated ``train.jsonl`` into ``tmp``; the per-version counts."""
     dirs = [as_path(m["path"], settings) for m in manifests]
@@ -162,6 +187,8 @@ def build_snapshot(manifests: list[dict], settings: Settings) -> dict[str, Any]:
     sid = snapshot_id(versions)
     final = storage_path(settings, "snapshots", sid)
     if not (final / "manifest.json").is_file():
+        for manifest in manifests:  # once per snapshot: later runs reuse it
+            _verify_files(manifest, as_path(manifest["path"], settings))
         with staged_dir(final, settings, last=("manifest.json",)) as tmp:
             filled = _fill(tmp, manifests, settings)
             rows = filled["versions"]
