@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import copy
 from pathlib import Path
 
 import pytest
 
 from modelyard.airflow_env import PROJECT_ROOT
+from modelyard.registry.dag_tasks import PARAMS as PROMOTE_PARAMS
+from modelyard.registry.dag_tasks import route
 
 DAG_FILES = sorted((PROJECT_ROOT / "dags").glob("*.py"))
 HEAVY = {"torch", "transformers", "mlflow", "datasets", "great_expectations", "peft", "trl"}
@@ -89,6 +92,19 @@ def test_trigger_form_params(dagbag):
         "canary",
         "production",
     ]
+    assert set(promote.keys()) == set(PROMOTE_PARAMS)  # what its route task accepts
+
+
+def test_a_misspelt_promote_key_fails_the_run_before_anything_moves(dagbag, airflow_settings):
+    """Airflow merges conf keys into params unchecked: ``versoin: 3`` would promote the
+    version holding canary, ``roll_back: true`` would promote instead of rolling back."""
+    promote = dagbag.dags["promote_model"].params
+    for conf in ({"to": "production", "versoin": 3}, {"roll_back": True}):
+        merged = copy.deepcopy(promote)
+        merged.update(conf)  # as Airflow applies a run's conf: unknown keys are added
+        merged = merged.validate()
+        with pytest.raises(ValueError, match=r"unknown conf key\(s\): (versoin|roll_back)"):
+            route(airflow_settings, merged)
 
 
 def test_curated_asset_is_emitted_only_by_announce(dagbag):

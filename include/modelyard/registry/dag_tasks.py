@@ -10,16 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from modelyard.conf import unknown_keys
 from modelyard.registry.approval import approval_required
 from modelyard.registry.identity import airflow_actor, hitl_responder
 from modelyard.registry.stages import approve, promote, rollback
 from modelyard.settings import Settings
 
 APPROVAL_TASK = "approve"
+PARAMS = ("to", "version", "rollback", "reason")  # promote_model's Params
 
 
 def route(settings: Settings, params: Mapping[str, Any]) -> str | list[str]:
-    """Which tasks run: rollback, promote, or the approval task and then promote."""
+    """Which tasks run: rollback, promote, or the approval task and then promote. A conf key
+    no Param declares fails the run first (a misspelt ``version`` would move another one)."""
+    problem = unknown_keys(params, PARAMS)
+    if problem:
+        raise ValueError(problem)
     if params["rollback"]:
         return "rollback"
     if params["to"] == "production" and approval_required(settings):

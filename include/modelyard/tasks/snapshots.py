@@ -23,7 +23,6 @@ reader sees a whole snapshot or none.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from modelyard.conf import unknown_keys
 from modelyard.settings import Settings
 from modelyard.storage import StoragePath, as_path, read_json, staged_dir, storage_path, write_json
 from modelyard.tasks.catalog import (
@@ -221,16 +221,9 @@ def plan_training(
     from modelyard.training import build_trainer_config, trigger_params
     from trainer.config import ConfigError, parse_config
 
-    # Airflow merges a trigger's conf into params whatever its keys: a misspelt one
-    # ("max_step") would otherwise train with the default, silently.
-    known = trigger_params(settings)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        guesses = [difflib.get_close_matches(key, known, n=1) for key in unknown]
-        said = [
-            f"{k} (did you mean {g[0]}?)" if g else k for k, g in zip(unknown, guesses, strict=True)
-        ]
-        raise ConfigError(f"unknown conf key(s): {', '.join(said)}; known: {', '.join(known)}")
+    problem = unknown_keys(params, trigger_params(settings))
+    if problem:
+        raise ConfigError(problem)
     named = named_versions(params, event_extras)
     _, manifests = select_versions(named, settings, up_to_named=bool(params.get("dataset_version")))
     snap = build_snapshot(manifests, settings)
