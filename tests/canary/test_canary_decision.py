@@ -150,8 +150,22 @@ def test_auto_canary_moves_only_gate_passed_versions_when_on(settings, good_adap
     skipped = auto_canary(off, [{"version": v1, "staging": True}])[0]["skipped"]
     assert "auto_canary is off" in skipped
     assert status(settings)["aliases"] == {"staging": v1}
-    refused = auto_canary(settings, [{"version": "9", "staging": False}])
+    refused = auto_canary(settings, [{"version": v1, "staging": False}])
     assert refused[0]["skipped"].startswith("the gate refused it")
+    # Anyone with trigger rights can post an event: one naming no existing version fails the
+    # run before anything moves (it used to promote whichever version held staging).
+    good = {"version": v1, "staging": True}
+    for bad in (
+        {"staging": True},
+        {"verison": v1, "staging": True},
+        {"version": 0},
+        {"version": True},
+    ):
+        with pytest.raises(ValueError, match="names no model version"):
+            auto_canary(settings, [good, bad])
+    with pytest.raises(ValueError, match="names version 999, which .* does not have"):
+        auto_canary(settings, [good, {"version": "999", "staging": True}])
+    assert status(settings)["aliases"] == {"staging": v1}
     moved = auto_canary(settings, [{"version": v1, "staging": True}], "auto_canary", "r2")
     # The first version: no live incumbent to compare a canary with, so on to production.
     assert moved[0]["stage"] == "production"

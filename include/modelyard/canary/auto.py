@@ -13,6 +13,7 @@ the ledger; a required human approval still stops it at canary.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from modelyard.settings import Settings
@@ -29,9 +30,9 @@ def auto_canary(
     """Promote each announced, gate-passed version to canary; what happened to each event."""
     from modelyard.registry.stages import promote
 
+    versions = [_announced_version(settings, extra) for extra in events]  # all, before a move
     outcomes: list[dict[str, Any]] = []
-    for extra in events:
-        version = str(extra.get("version") or "")
+    for extra, version in zip(events, versions, strict=True):
         if not settings.promotion.auto_canary:
             outcomes.append({"version": version, "skipped": "promotion.auto_canary is off"})
         elif not extra.get("staging"):
@@ -54,6 +55,26 @@ def auto_canary(
                 if _first_production(settings):
                     outcomes[-1] = _to_production(settings, version, dag_id, dag_run_id)
     return outcomes
+
+
+def _announced_version(settings: Settings, extra: dict[str, Any]) -> str:
+    """The version an event names, which must exist. Anyone with trigger rights can post an
+    event: one naming no version would otherwise promote whichever version holds staging."""
+    from mlflow.exceptions import MlflowException
+
+    from modelyard.registry.artifacts import client_for
+
+    version = extra.get("version") if isinstance(extra, dict) else None
+    if isinstance(version, bool) or not re.fullmatch(r"[1-9][0-9]{0,18}", str(version)):
+        raise ValueError(f"a registered-version event names no model version: {extra!r}")
+    try:
+        client_for(settings).get_model_version(settings.registered_model, str(version))
+    except MlflowException:
+        raise ValueError(
+            f"a registered-version event names version {version}, which "
+            f"{settings.registered_model} does not have"
+        ) from None
+    return str(version)
 
 
 def _first_production(settings: Settings) -> bool:
