@@ -147,3 +147,29 @@ def test_cli_exit_codes(store: Settings, tmp_path: Path, capsys: pytest.CaptureF
     write_lines(tmp_path / "junk.jsonl", [{"prompt": "hi", "completion": "ok"}])
     assert main(["curate", "--input", str(tmp_path / "junk.jsonl"), "--output", str(out)]) == 2
     assert "validation gate failed" in capsys.readouterr().err
+
+
+def test_a_publish_that_fails_mid_copy_leaves_nothing_behind(
+    store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while copying the index: no half-copied version (with or without its
+    manifest) stays under datasets/, and no date points at one; a retry publishes it."""
+    import shutil
+
+    write_partition(Path(store.storage) / "raw", date(2026, 11, 20), n=60)
+    staged = curate_partition("2026-11-20", store)
+    assert validate_partition(staged["staging_dir"], store)["success"]
+    copytree = shutil.copytree
+
+    def disk_full(src, dst, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copytree", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        publish_partition(staged["staging_dir"], store)
+    datasets = Path(store.storage) / "datasets"
+    assert not [p for p in datasets.iterdir() if p.name != "_by_date"]
+    assert not list(datasets.glob("_by_date/*.json"))
+    monkeypatch.setattr(shutil, "copytree", copytree)
+    published = publish_partition(staged["staging_dir"], store)
+    assert (Path(published["path"]) / "manifest.json").is_file()

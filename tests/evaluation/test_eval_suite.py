@@ -50,3 +50,19 @@ def test_cli_freeze(settings, eval_sample, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["reason"] == "quarterly refresh"
     assert current_suite(settings).version == out["version"]
+
+
+def test_a_publishers_scratch_is_not_a_published_version(settings, eval_sample) -> None:
+    """A publish that died mid-copy may leave `.ds-....tmp` holding a manifest: never a source."""
+    publish_dataset(settings.storage, "ds-a", eval_sample["train"], eval_sample["eval"])
+    publish_dataset(settings.storage, ".ds-b.host-1.tmp", [], eval_sample["later_eval"])
+    suite = freeze_suite(settings, "after a failed publish")
+    assert suite.meta["sources"] == ["ds-a"]
+    assert suite.meta["record_count"] == len(eval_sample["eval"])
+
+
+def test_a_held_out_record_without_id_is_one_line(settings, eval_sample) -> None:
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in eval_sample["eval"][:1]]
+    publish_dataset(settings.storage, "ds-a", eval_sample["train"], rows)
+    with pytest.raises(ValueError, match=r"ds-a/eval.jsonl line 1: a record without id"):
+        freeze_suite(settings, "broken store")

@@ -81,9 +81,13 @@ def publish(staging: StoragePath, settings: Settings) -> dict:
             upload_dir(local, final, last=(MANIFEST,), only=PUBLISHED_FILES)
     elif new:
         tmp = scratch_dir(final, every_name=True)
-        for name in PUBLISHED_FILES:
-            src = staging / name
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
+        try:  # the manifest last: a directory holding one is complete
+            for name in sorted(PUBLISHED_FILES, key=lambda n: n == MANIFEST):
+                src = staging / name
+                (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
+        except BaseException:  # a full disk, SIGTERM: no half-copied version is left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             tmp.rename(final)
         except OSError:  # a concurrent publisher of the same content won the rename

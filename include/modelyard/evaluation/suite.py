@@ -85,15 +85,21 @@ def load_suite(settings: Settings, version: str) -> Suite:
 
 def held_out_records(settings: Settings) -> tuple[list[dict], list[str]]:
     """Every published dataset version's eval.jsonl, deduplicated by record id. A version is
-    published once its manifest (written last) exists; a prefix without one is skipped."""
+    published once its manifest (written last) exists; a prefix without one and a publisher's
+    scratch (``.ds-....tmp``) are skipped."""
     by_id: dict[str, dict] = {}
     sources = []
     for manifest in sorted(storage_path(settings, "datasets").glob("*/manifest.json"), key=str):
         version_dir = manifest.parent
+        if version_dir.name.startswith("."):  # scratch: not published (yet)
+            continue
         sources.append(version_dir.name)
-        for line in (version_dir / "eval.jsonl").read_text(encoding="utf-8").splitlines():
+        text = (version_dir / "eval.jsonl").read_text(encoding="utf-8")
+        for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 record = json.loads(line)
+                if not isinstance(record, dict) or "id" not in record:
+                    raise ValueError(f"{version_dir}/eval.jsonl line {number}: a record without id")
                 by_id.setdefault(record["id"], record)
     return [by_id[k] for k in sorted(by_id)], sources
 
