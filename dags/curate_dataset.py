@@ -1,7 +1,9 @@
 """Curate one raw partition per day into a GX-gated, content-addressed dataset version.
 
-One run per data interval reads ``<storage>/raw/<ds>/``. Backfills rebuild historical
-versions; re-running a date republishes the same version id and emits no second Asset event.
+One run per data interval reads ``<storage>/raw/<day the interval starts>/`` (for a manual
+run with logical date D, the interval Airflow infers is [D-1, D): it curates D-1). Backfills
+rebuild historical versions; re-running a date republishes the same version id and emits no
+second Asset event.
 A date whose interval received production feedback is curated after ``harvest_feedback``
 wrote it into the partition (the sensor ``feedback_harvested``; why a sensor: that DAG's doc).
 """
@@ -11,9 +13,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from modelyard.assets import CURATED_DATASET
+
+
+def _partition(data_interval_start) -> str:
+    from modelyard.conf import run_partition
+
+    try:
+        return run_partition(data_interval_start)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from None  # a retry would have no date either
 
 
 @dag(
@@ -31,18 +42,20 @@ def curate_dataset():
     # Reschedule mode: a waiting run holds no worker slot. Passes at once on dates without
     # feedback; six hours cover a late harvest, then the run fails rather than curating without.
     @task.sensor(poke_interval=10, timeout=6 * 3600, mode="reschedule")
-    def feedback_harvested(ds=None, data_interval_start=None, data_interval_end=None) -> bool:
+    def feedback_harvested(data_interval_start=None, data_interval_end=None) -> bool:
         from modelyard.feedback.tasks import feedback_harvested
 
-        return feedback_harvested(ds, data_interval_start, data_interval_end)
+        day = _partition(data_interval_start)
+        return feedback_harvested(day, data_interval_start, data_interval_end)
 
     @task
-    def curate(ds: str | None = None) -> dict:
+    def curate(data_interval_start=None) -> dict:
         from modelyard.tasks.curation import curate_partition
 
-        result = curate_partition(ds)
+        day = _partition(data_interval_start)
+        result = curate_partition(day)
         if result["status"] == "missing":
-            raise AirflowSkipException(f"no raw partition for {ds}")
+            raise AirflowSkipException(f"no raw partition for {day}")
         return result
 
     @task

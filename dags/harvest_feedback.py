@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 
 @dag(
@@ -37,11 +37,15 @@ from airflow.sdk.exceptions import AirflowSkipException
 def harvest_feedback():
     @task
     def harvest(data_interval_start=None, data_interval_end=None) -> dict:
+        from modelyard.conf import run_partition
         from modelyard.feedback.tasks import harvest_interval
 
         # The interval names the partition (the scheduler's ds is its start; `airflow dags
         # test harvest_feedback D+1` runs the interval [D, D+1) under the logical date D+1).
-        day = data_interval_start.date().isoformat()
+        try:
+            day = run_partition(data_interval_start)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
         result = harvest_interval(day, data_interval_start, data_interval_end)
         if result["status"] == "disabled":
             raise AirflowSkipException("feedback harvesting is off (feedback.enabled)")

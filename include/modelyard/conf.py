@@ -1,4 +1,4 @@
-"""What a DAG run's conf may hold.
+"""What a DAG run brings: the keys its conf may hold, the day its data interval names.
 
 Airflow merges a trigger's conf into the run's params whatever its keys, so a misspelt key
 (``max_step``, ``versoin``) would leave the Param it meant at its default without a word:
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 
@@ -24,3 +25,16 @@ def unknown_keys(params: Mapping[str, Any], known: Iterable[str]) -> str | None:
         guess = difflib.get_close_matches(key, known, n=1)
         said.append(f"{key} (did you mean {guess[0]}?)" if guess else key)
     return f"unknown conf key(s): {', '.join(said)}; known: {', '.join(known)}"
+
+
+def run_partition(data_interval_start: datetime | None) -> str:
+    """The raw partition (a UTC day) a ``curate_dataset`` or ``harvest_feedback`` run works
+    on: the day its data interval starts. Not ``ds``: a run triggered with logical date D
+    covers [D-1, D) (Airflow infers the interval before D), so its ``ds`` is a day that has
+    not ended, and curation would wait for one harvest while the harvest wrote another."""
+    if data_interval_start is None:
+        raise ValueError(
+            "this run has no data interval to name a day: trigger it with a logical date (the "
+            "day after the partition) or backfill the dates (modelyard backfill)"
+        )
+    return data_interval_start.date().isoformat()

@@ -131,3 +131,20 @@ def test_dag_files_import_nothing_heavy_at_top_level(path: Path):
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not names & HEAVY, f"{path.name} imports {names & HEAVY} at module level"
+
+
+@pytest.mark.parametrize("dag_id", ["curate_dataset", "harvest_feedback"])
+def test_a_run_curates_and_harvests_the_day_its_interval_starts(dagbag, dag_id):
+    """Scheduled, backfilled or triggered with logical date D ([D-1, D), Airflow's inferred
+    interval): curation, its sensor and the harvest all name the same, ended day."""
+    from datetime import UTC, datetime
+
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    from modelyard.conf import run_partition
+
+    timetable = coerce_to_core_timetable(dagbag.dags[dag_id].timetable)
+    manual = timetable.infer_manual_data_interval(run_after=datetime(2026, 10, 5, 14, tzinfo=UTC))
+    assert run_partition(manual.start) == "2026-10-04"
+    with pytest.raises(ValueError, match="no data interval"):
+        run_partition(None)  # triggered without a logical date
