@@ -150,7 +150,7 @@ def run_demo(
         print(f"\n{dataset_version} is already trained and registered: not retraining", flush=True)
     else:
         conf = {"dataset_version": dataset_version}
-        if max_steps:
+        if max_steps is not None:
             conf["max_steps"] = max_steps
         _dags_test(
             settings,
