@@ -19,10 +19,10 @@ from modelyard.assets import CURATED_DATASET
 
 
 def _partition(data_interval_start) -> str:
-    from modelyard.conf import run_partition
+    from modelyard.conf import ended_day, run_partition
 
     try:
-        return run_partition(data_interval_start)
+        return ended_day(run_partition(data_interval_start))
     except ValueError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would have no date either
 

@@ -8,8 +8,9 @@ Airflow merges a trigger's conf into the run's params whatever its keys, so a mi
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 
@@ -38,3 +39,23 @@ def run_partition(data_interval_start: datetime | None) -> str:
             "day after the partition) or backfill the dates (modelyard backfill)"
         )
     return data_interval_start.date().isoformat()
+
+
+def ended_day(day: str, today: date | None = None) -> str:
+    """``day`` when it is a real ``YYYY-MM-DD`` date that has ended (UTC), else ValueError.
+
+    A partition of today or later is still being written (or is someone's typo): curated, it
+    would publish half a day as that date's version and become the newest data to train on.
+    """
+    today = today or datetime.now(UTC).date()
+    try:
+        parsed = date.fromisoformat(day) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", day) else None
+    except ValueError:  # 2026-02-30
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"partition {day!r} is not a date (YYYY-MM-DD)")
+    if parsed >= today:
+        raise ValueError(
+            f"partition {day} has not ended yet (UTC today is {today}): curate a day after it ends"
+        )
+    return day

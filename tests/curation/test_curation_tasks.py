@@ -173,3 +173,26 @@ def test_a_publish_that_fails_mid_copy_leaves_nothing_behind(
     monkeypatch.setattr(shutil, "copytree", copytree)
     published = publish_partition(staged["staging_dir"], store)
     assert (Path(published["path"]) / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("day", "says"),
+    [
+        ("2099-01-01", "has not ended yet"),
+        ("2026-11-26", "has not ended yet"),  # today: still being written
+        ("2026-02-30", "is not a date"),
+        ("../../etc", "is not a date"),
+        ("2026-11-25", None),
+    ],
+)
+def test_only_a_day_that_has_ended_is_curated(store, day, says):
+    from modelyard.conf import ended_day
+
+    if says is None:
+        assert ended_day(day, today=date(2026, 11, 26)) == day
+        return
+    with pytest.raises(ValueError, match=says):
+        ended_day(day, today=date(2026, 11, 26))
+    if day.startswith("2099") or "/" in day:
+        with pytest.raises(ValueError, match=says):
+            curate_partition(day, store)  # whatever the clock says

@@ -13,6 +13,7 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+from modelyard.conf import ended_day
 from modelyard.curation.pipeline import curate
 from modelyard.curation.publish import load_history, publish
 from modelyard.settings import Settings, get_settings
@@ -81,8 +82,10 @@ def curate_partition(ds: str, settings: Settings | None = None) -> dict:
     """Curate ``<storage>/raw/<ds>/`` into ``<storage>/staging/<ds>/``.
 
     A root that is missing or unreachable raises ``StorageError`` (the task fails, naming
-    the URL); a missing partition under a reachable root is ``status: missing`` (a skip)."""
+    the URL); a missing partition under a reachable root is ``status: missing`` (a skip). A
+    ``ds`` that is not a date, or a day that has not ended, is a ``ValueError``."""
     settings = settings or get_settings()
+    ended_day(ds)
     require_root(settings)
     source = storage_path(settings, "raw", ds)
     if not source.is_dir():
