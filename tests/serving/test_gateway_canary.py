@@ -179,3 +179,33 @@ def test_metrics_match_the_log(canary) -> None:
     hist = _samples(metrics, "modelyard_serving_request_latency_seconds_count")
     assert hist == logged and set(logged) == {("production", good), ("canary", weak)}
     assert "modelyard_serving_log_dropped_total 0.0" in metrics
+
+
+def test_text_that_is_not_unicode_is_a_400_and_sinks_nothing(canary) -> None:
+    """JSON may escape a lone surrogate: refused before the tokenizer (it was a 500) and
+    before the request log (it dropped the whole batch, other users' rows with it); in the
+    model name it broke the error response and reset the connection."""
+    settings, gateway, good, weak = canary
+    lone = "\ud83d"
+    bodies = [  # json.dumps escapes the lone surrogate, as a client's JSON encoder would
+        json.dumps({"model": MODEL, "messages": [{"role": "user", "content": lone}]}),
+        json.dumps(
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": lone}]}],
+            }
+        ),
+        json.dumps({"model": f"x{lone}", "messages": [{"role": "user", "content": "hi"}]}),
+    ]
+    headers = {"content-type": "application/json"}
+    with httpx.Client() as client:
+        innocent = chat(client, gateway.url, "bystander").json()["id"]
+        for body in bodies:
+            refused = client.post(
+                f"{gateway.url}/v1/chat/completions", content=body, headers=headers
+            )
+            assert refused.status_code == 400, refused.text
+            assert "lone surrogate" in refused.json()["error"]["message"]
+        after = chat(client, gateway.url, "bystander")  # same connection, still served
+    assert after.status_code == 200
+    _flushed(settings, [innocent, after.json()["id"]])

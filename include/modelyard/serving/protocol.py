@@ -8,9 +8,22 @@ know at all are ignored, as OpenAI-compatible servers do, so newer clients keep 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _unicode(text: str) -> str:
+    """JSON may escape a lone surrogate (``"\\ud800"``): valid JSON, not Unicode text. Refused
+    here, it never reaches a tokenizer (a 500) or the request log (whose batch it would sink)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text holding a lone surrogate escape is not Unicode text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class TextPart(BaseModel):
@@ -23,6 +36,11 @@ class Message(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
+
+    @model_validator(mode="after")
+    def _unicode_content(self) -> Message:
+        _unicode(self.text())  # after the shape is known: one message for both shapes
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -49,11 +67,11 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str
+    model: Text
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)  # None: the gateway's default
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    user: str | None = Field(None, max_length=256)
+    user: Text | None = Field(None, max_length=256)
     store: bool = True
     max_completion_tokens: int | None = Field(None, ge=1)
 
@@ -77,22 +95,22 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    response_id: str = Field(min_length=1, max_length=64)
+    response_id: Text = Field(min_length=1, max_length=64)
     rating: Literal[1, -1]
-    correction: str | None = Field(None, max_length=100_000)
+    correction: Text | None = Field(None, max_length=100_000)
 
 
 class LoadLoraRequest(BaseModel):
     """vLLM's ``POST /v1/load_lora_adapter`` body."""
 
-    lora_name: str = Field(min_length=1, max_length=200)
-    lora_path: str = Field(min_length=1)
+    lora_name: Text = Field(min_length=1, max_length=200)
+    lora_path: Text = Field(min_length=1)
 
 
 class UnloadLoraRequest(BaseModel):
     """vLLM's ``POST /v1/unload_lora_adapter`` body (``lora_int_id`` is accepted and unused)."""
 
-    lora_name: str = Field(min_length=1, max_length=200)
+    lora_name: Text = Field(min_length=1, max_length=200)
     lora_int_id: int | None = None
 
 
