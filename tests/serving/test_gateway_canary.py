@@ -209,3 +209,19 @@ def test_text_that_is_not_unicode_is_a_400_and_sinks_nothing(canary) -> None:
         after = chat(client, gateway.url, "bystander")  # same connection, still served
     assert after.status_code == 200
     _flushed(settings, [innocent, after.json()["id"]])
+
+
+def test_a_prompt_past_the_context_window_is_a_400_not_a_stall(canary) -> None:
+    """The one model thread serves every user: a prompt beyond the model's context (256
+    tokens for the tiny model) used to be generated for anyway, a 10 MB one for minutes."""
+    settings, gateway, good, weak = canary
+    with httpx.Client() as client:
+        for content, says in (
+            ("word " * 300, "exceeds the model's context of 256"),
+            ("word " * 2_000_000, "far beyond the model's context"),
+        ):
+            started = time.monotonic()
+            refused = chat(client, gateway.url, "long", content=content)
+            assert refused.status_code == 400 and says in refused.json()["error"]["message"]
+            assert time.monotonic() - started < 30
+        assert chat(client, gateway.url, "short").status_code == 200

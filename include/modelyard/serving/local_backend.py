@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from modelyard.serving.backends import AdapterError, BackendError
-from modelyard.serving.chat import Completion, complete
+from modelyard.serving.chat import Completion, PromptTooLong, complete
 
 
 class LocalBackend:
@@ -115,6 +115,8 @@ class LocalBackend:
             return complete(self._model, self._tokenizer, messages, max_tokens, temperature)
         except jinja2.TemplateError as exc:
             raise BackendError(f"the chat template refused these messages: {exc}", 400) from exc
+        except PromptTooLong as exc:
+            raise BackendError(str(exc), 400) from exc
         except Exception as exc:  # noqa: BLE001 - one line to the client, the request is logged
             raise BackendError(f"generation failed: {type(exc).__name__}: {exc}") from exc
 
