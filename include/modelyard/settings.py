@@ -358,7 +358,9 @@ class ServingSettings(BaseModel):
         0.1, ge=0.0, le=1.0, description="share of users routed to the canary version"
     )
     user_salt: str = Field(
-        "modelyard-serving-v1", description="salt of the user hash that routing and the log use"
+        "",
+        description="salt of the user hash that routing and the log use; empty: a random one "
+        "made once in <home>/serving/user_salt. Gateways on several homes set one value",
     )
     poll_seconds: float = Field(
         5.0, gt=0, le=3600, description="how often the gateway reads the registry aliases"

@@ -17,6 +17,7 @@ from harness import MODEL, GatewayProcess, chat, register, set_aliases
 
 from modelyard.serving.formatcheck import format_check
 from modelyard.serving.logreader import RequestLogReader
+from modelyard.serving.routing import user_hash
 from modelyard.settings import Settings
 
 SHARE = 0.3
@@ -208,7 +209,10 @@ def test_text_that_is_not_unicode_is_a_400_and_sinks_nothing(canary) -> None:
             assert "lone surrogate" in refused.json()["error"]["message"]
         after = chat(client, gateway.url, "bystander")  # same connection, still served
     assert after.status_code == 200
-    _flushed(settings, [innocent, after.json()["id"]])
+    reader = _flushed(settings, [innocent, after.json()["id"]])
+    # The log keys users by a hash salted with this deployment's own salt.
+    salt = (settings.home / "serving" / "user_salt").read_text()
+    assert reader.response(innocent).user_hash == user_hash("bystander", salt)
 
 
 def test_a_prompt_past_the_context_window_is_a_400_not_a_stall(canary) -> None:

@@ -31,7 +31,7 @@ from modelyard.serving.requestlog import (
     log_url,
     open_in_child,
 )
-from modelyard.serving.routing import PRODUCTION, Deployment, user_hash
+from modelyard.serving.routing import PRODUCTION, Deployment, deployment_salt, user_hash
 from modelyard.serving.watcher import AliasWatcher
 from modelyard.serving.worker import Worker
 from modelyard.settings import Settings
@@ -95,6 +95,7 @@ class Gateway:
         self.reader = RequestLogReader(log_url(settings), settings.registered_model)
         self._recent: OrderedDict[str, Served] = OrderedDict()
         self._watch: asyncio.Task | None = None
+        self.salt = serving.user_salt or deployment_salt(settings.home / "serving" / "user_salt")
 
     def warm(self) -> None:
         """Spawn the child processes now: their imports (MLflow, SQLAlchemy) and the opening of
@@ -138,7 +139,7 @@ class Gateway:
             self.metrics.rejected.inc()
             return error(400, str(exc))
         model = self.settings.registered_model
-        who = user_hash(req.user or client, serving.user_salt)
+        who = user_hash(req.user or client, self.salt)
         deployment: Deployment | None
         if req.model == model:
             alias, deployment = self.watcher.routes.choose(who, serving.canary_share)

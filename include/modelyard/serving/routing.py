@@ -14,11 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import secrets
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PRODUCTION = "production"
 CANARY = "canary"
 ALIASES = (PRODUCTION, CANARY)
+
+
+def deployment_salt(path: Path) -> str:
+    """The salt kept at ``path`` (0600), made at random on first use. A salt every install
+    shares would let anyone undo a user hash (an e-mail, an IP address) by hashing guesses;
+    gateways on one home share the file, others set ``serving.user_salt`` to one value."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd, draft_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
+        draft = Path(draft_name)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(16))
+        try:
+            os.link(draft, path)  # atomic and refusing to replace: two first starts agree
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text(encoding="utf-8").strip()
 
 
 def user_hash(key: str, salt: str) -> str:
