@@ -25,10 +25,18 @@ _SECRET_FORMS = (
     r"\b(?:ghp|gho|ghs|github_pat)_[A-Za-z0-9_]{20,}",  # GitHub tokens
     r"\bsk-[A-Za-z0-9_\-]{20,}",  # OpenAI-style API keys
     r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",  # Slack tokens
+    r"\bhf_[A-Za-z0-9]{30,}",  # Hugging Face tokens
+    r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe secret and restricted keys
+    r"\bAIza[0-9A-Za-z_\-]{35}",  # Google API keys
+    r"\bglpat-[A-Za-z0-9_\-]{20,}",  # GitLab personal access tokens
+    # An HTTP credential header pasted into a prompt: the value, whatever its scheme.
+    r"(?i:authorization|proxy-authorization|x-api-key|api-key)\s*:\s*[^\s\"']+(?:[ \t]+[^\s\"']+)?",
 )
 PATTERNS: dict[str, str] = {
     "SECRET": "|".join(_SECRET_FORMS),
     "EMAIL": r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
+    "IBAN": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
+    "US_SSN": r"\b\d{3}-\d{2}-\d{4}\b",
     "CREDIT_CARD": r"\b\d(?:[ \-]?\d){12,18}\b",
     "IP_ADDRESS": r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b",
     "PHONE": (
@@ -47,11 +55,12 @@ def _alternation(*kinds: str) -> re.Pattern:
 _PASSES = (
     _alternation("SECRET"),
     _alternation("EMAIL"),
-    _alternation("CREDIT_CARD", "IP_ADDRESS", "PHONE"),
+    _alternation("IBAN", "US_SSN", "CREDIT_CARD", "IP_ADDRESS", "PHONE"),
 )
 _LOOSE = (
     r"PRIVATE KEY|AKIA|ASIA|(?i:aws_secret_access_key)|[Bb]earer|gh[pos]_|github_pat_|sk-|xox"
-    r"|@|[\d(+][\d ().\-+]{6,}"
+    r"|hf_|_live_|_test_|AIza|glpat-|(?i:authorization|api-key)"
+    r"|@|[\d(+][\d ().\-+]{6,}|\b[A-Z]{2}\d{2} ?[A-Z0-9]{4}"
 )
 
 

@@ -26,6 +26,14 @@ from modelyard.settings import CurationSettings
         ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SECRET"),
         ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "SECRET"),
         ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "SECRET"),
+        ("HF_TOKEN=hf_AbCdEfGhIjKlMnOpQrStUvWxYz123456", "SECRET"),
+        ("stripe sk_live_51Habcdefghijklmnopqrst", "SECRET"),
+        ("key=AIzaSyA1234567890abcdefghijklmnopqrstuv", "SECRET"),
+        ("glpat-abcdefghijklmnopqrst in CI", "SECRET"),
+        ("curl -H 'Authorization: Basic dXNlcjpwYXNzd29yZA=='", "SECRET"),
+        ("x-api-key: 0123456789abcdef", "SECRET"),
+        ("SSN 123-45-6789 on the form", "US_SSN"),
+        ("pay to DE89 3704 0044 0532 0130 00 by Friday", "IBAN"),
         (
             "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC\n-----END OPENSSH PRIVATE KEY-----",
             "SECRET",
@@ -41,7 +49,10 @@ def test_each_pii_type_is_replaced_and_counted(text: str, kind: str) -> None:
 
 def test_numbers_that_are_not_pii_survive() -> None:
     counts: Counter = Counter()
-    text = "order 4111 1111 1111 1112, version 1.2.3, year 2026, 999.1.1.1, 42 apples"
+    text = (
+        "order 4111 1111 1111 1112, version 1.2.3, year 2026, 999.1.1.1, 42 apples, "
+        "released 2026-11-26, the Authorization header, model AB12"
+    )
     assert pii.scrub_batch([text], counts) == [text] and not counts
 
 
