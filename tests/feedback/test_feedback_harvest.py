@@ -125,3 +125,22 @@ def test_curation_waits_only_for_dates_with_feedback(store):
     assert "predates some of it" in harvest_pending(store, D1, *interval(D1))
     harvest(store, D1, *interval(D1))
     assert harvest_pending(store, D1, *interval(D1)) is None
+
+
+def test_a_rating_whose_request_was_never_logged_is_counted_not_lost(store):
+    """The gateway accepts a rating on a response it just served, but that request's log
+    entry may have been dropped (a full log queue): the report says so instead of nothing."""
+    settings = store
+    serve(
+        settings,
+        [
+            request("r-kept", at(D1, 8), "Extract Ines.", GOOD),
+            rate("r-kept", at(D1, 8.5), 1),
+            rate("r-dropped", at(D1, 9), 1),  # its request row never made it to the log
+            rate("r-dropped", at(D1, 9.5), -1),
+        ],
+    )
+    report = harvest(settings, D1, *interval(D1))
+    assert _ids(settings, report) == ["r-kept"]
+    assert report["outcomes"]["no_request_logged"] == 1
+    assert report["outcomes"]["thumbs_up"] == 1

@@ -229,3 +229,18 @@ def test_a_prompt_past_the_context_window_is_a_400_not_a_stall(canary) -> None:
             assert refused.status_code == 400 and says in refused.json()["error"]["message"]
             assert time.monotonic() - started < 30
         assert chat(client, gateway.url, "short").status_code == 200
+
+
+def test_feedback_on_an_adapter_named_directly_is_refused(canary) -> None:
+    """Only answers of the registered model are harvested: a rating of a response from an
+    adapter named directly (as on vLLM) used to be "recorded" and then never harvested."""
+    settings, gateway, good, weak = canary
+    with httpx.Client() as client:
+        names = [m["id"] for m in client.get(f"{gateway.url}/v1/models").json()["data"]]
+        adapter = next(name for name in names if name != MODEL)
+        direct = chat(client, gateway.url, "tester", model=adapter).json()
+        refused = client.post(
+            f"{gateway.url}/v1/feedback", json={"response_id": direct["id"], "rating": 1}
+        )
+    assert refused.status_code == 400
+    assert "came from an adapter named directly" in refused.json()["error"]["message"]

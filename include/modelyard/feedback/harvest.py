@@ -54,13 +54,19 @@ def open_log(settings: Settings) -> RequestLogReader | None:
     return RequestLogReader(str(url), settings.registered_model)
 
 
-def read_interval(settings: Settings, since: datetime, until: datetime) -> list[FeedbackRecord]:
-    """The latest feedback per response that arrived in ``[since, until)``."""
+def read_interval(
+    settings: Settings, since: datetime, until: datetime
+) -> tuple[list[FeedbackRecord], int]:
+    """The latest feedback per response that arrived in ``[since, until)``, and how many
+    rated responses have no request row to harvest from (counted, so none goes unsaid)."""
     reader = open_log(settings)
     if reader is None:
-        return []
+        return [], 0
     try:
-        return reader.latest_feedback(since=since, until=until)
+        return (
+            reader.latest_feedback(since=since, until=until),
+            reader.unlogged_feedback(since=since, until=until),
+        )
     finally:
         reader.close()
 
@@ -122,7 +128,7 @@ def harvest(settings: Settings, ds: str, since: datetime, until: datetime) -> di
         raise ValueError(f"empty harvest interval: {since.isoformat()} .. {until.isoformat()}")
     outcomes: Counter = Counter({k: 0 for k in (*HARVESTED, *COUNTED)})
     lines = []
-    rated = read_interval(settings, since, until)
+    rated, outcomes["no_request_logged"] = read_interval(settings, since, until)
     for fb in sorted(rated, key=lambda f: (f.time, f.response_id)):
         decision = decide(fb, settings.feedback)
         outcomes[decision.outcome] += 1

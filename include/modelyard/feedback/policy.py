@@ -21,6 +21,7 @@ COUNTED = {
     "no_answer": "the request failed: there is no answer to keep",
     "invalid_format": "rated up, but the answer failed the format check (require_valid_format)",
     "excluded": "a kind of feedback the policy does not harvest",
+    "no_request_logged": "rated, but the request's log entry was dropped (a full log queue)",
 }
 
 

@@ -230,6 +230,13 @@ class Gateway:
                 self.metrics.rejected.inc()
                 return error(404, f"no response {req.response_id} in the request log")
             served = Served(record.alias, record.version, record.stored)
+        if served.alias is None:  # an adapter named directly: not an answer of the model
+            self.metrics.rejected.inc()
+            return error(
+                400,
+                f"feedback is collected on answers of {self.settings.registered_model}; "
+                f"{req.response_id} came from an adapter named directly",
+            )
         # A response sent with "store": false keeps no text, the correction included.
         correction = req.correction if served.stored else None
         queued = self.writer.submit(

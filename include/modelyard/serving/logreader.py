@@ -185,6 +185,18 @@ class RequestLogReader:
         latest = sorted({row["response_id"]: row for row in rows}.values(), key=_arrival)
         return [_feedback(row) for row in latest if row["ts"] >= _seconds(since)]
 
+    def unlogged_feedback(self, *, since: Instant, until: Instant) -> int:
+        """Responses rated in ``[since, until)`` that have no request row: the gateway
+        accepted the rating, but the request's log entry was dropped (a full log queue)."""
+        f, r = feedback_table.c, requests_table.c
+        query = (
+            sa.select(sa.func.count(sa.distinct(f.response_id)))
+            .select_from(feedback_table.outerjoin(requests_table, f.response_id == r.id))
+            .where(f.ts >= _seconds(since), f.ts < _seconds(until), r.id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def arm(
         self,
         *,
