@@ -185,3 +185,21 @@ def test_a_gzip_cut_inside_an_oversized_line_counts_that_line_once(tmp_path: Pat
     counts = curate(partition, tmp_path / "out", settings)["counts"]
     assert counts["input"] == len(records) + 1, counts
     assert counts["by_reason"] == {"oversized": 1}, counts
+
+
+def test_every_entry_of_a_partition_is_read_or_named(tmp_path: Path) -> None:
+    """Upper-case suffixes are read; what curation cannot read (another compression, plain
+    .json, a sub-directory) is named in the manifest instead of dropped without a word."""
+    partition = tmp_path / "2026-10-03"
+    write_lines(partition / "part-0.jsonl", [long_record(1, "a")])
+    write_lines(partition / "part-1.JSONL", [long_record(2, "b")])
+    write_lines(partition / "sub" / "part-2.jsonl", [long_record(3, "c")])
+    write_lines(partition / "part-3.json", [long_record(4, "d")])
+    (partition / "part-4.jsonl.bz2").write_bytes(b"BZh9")
+    manifest = curate(partition, tmp_path / "out", CurationSettings())
+    assert [f["file"] for f in manifest["source_files"]] == [
+        "2026-10-03/part-0.jsonl",
+        "2026-10-03/part-1.JSONL",
+    ]
+    assert manifest["counts"]["input"] == 2
+    assert manifest["ignored_files"] == ["part-3.json", "part-4.jsonl.bz2", "sub/"]

@@ -43,7 +43,7 @@ from modelyard.curation.prepare import (
     reference_records,
 )
 from modelyard.curation.publish import PUBLISHED_FILES
-from modelyard.curation.reader import RawBatch, lineage_name, raw_files
+from modelyard.curation.reader import RawBatch, ignored_entries, lineage_name, raw_files
 from modelyard.records import FEEDBACK_PREFIX, REASONS, text_of
 from modelyard.settings import CurationSettings
 from modelyard.storage import (
@@ -451,6 +451,7 @@ def curate(
         curation = Curation(settings, workdir, history or [], eval_reference, held)
         summary = curation.run(files, workers)
         manifest = _manifest(summary, settings, partition, files, eval_reference, history_versions)
+        manifest["ignored_files"] = ignored_entries(source)
         mark_output(workdir, manifest["version"])
         write_json(workdir / "manifest.json", manifest)
         replace_dir(workdir, output)

@@ -80,7 +80,7 @@ def _check_readable(path: Path) -> None:
             head = handle.read(2)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if path.name.endswith(".gz") and head and head != _GZIP_MAGIC:
+    if path.name.lower().endswith(".gz") and head and head != _GZIP_MAGIC:
         raise InputError(f"{path}: not a gzip file (named .gz)")
 
 
@@ -91,7 +91,7 @@ def raw_files(source: Path) -> list[Path]:
     if source.is_file():
         files = [source]
     elif source.is_dir():
-        named = sorted(p for p in source.iterdir() if p.name.endswith(SUFFIXES))
+        named = sorted(p for p in source.iterdir() if _is_raw(p))
         for path in named:
             if not path.is_file():
                 raise InputError(f"{path}: named like raw input but not a regular file")
@@ -103,6 +103,23 @@ def raw_files(source: Path) -> list[Path]:
     for path in files:
         _check_readable(path)
     return files
+
+
+def _is_raw(path: Path) -> bool:
+    return path.name.lower().endswith(SUFFIXES)  # part-1.JSONL is raw input too
+
+
+def ignored_entries(source: Path) -> list[str]:
+    """What a partition directory holds that curation does not read (other suffixes such as
+    ``.json`` or ``.jsonl.bz2``, sub-directories), named in the manifest: a file dropped
+    without a word would be data lost without a word."""
+    if not source.is_dir():
+        return []
+    return sorted(
+        os.fsencode(p.name).decode("utf-8", errors="backslashreplace") + "/" * p.is_dir()
+        for p in source.iterdir()
+        if not _is_raw(p)
+    )
 
 
 def lineage_name(path: Path) -> str:
@@ -168,7 +185,7 @@ def read_batches(files: Iterable[Path], size: int, max_line_bytes: int) -> Itera
     """Batches of ``size`` lines in input order (a batch may span files)."""
     batch = RawBatch()
     for path in files:
-        opener = gzip.open if path.name.endswith(".gz") else open
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
         name = lineage_name(path)
         try:
             handle = opener(path, "rb")
