@@ -244,3 +244,17 @@ def test_feedback_on_an_adapter_named_directly_is_refused(canary) -> None:
         )
     assert refused.status_code == 400
     assert "came from an adapter named directly" in refused.json()["error"]["message"]
+
+
+def test_a_body_fastapi_cannot_parse_gets_openais_error_shape(canary) -> None:
+    settings, gateway, good, weak = canary
+    headers = {"content-type": "application/json"}
+    with httpx.Client() as client:
+        for body in (b'{"model": "\xff\xfe"}', b"[" * 100_000):
+            refused = client.post(
+                f"{gateway.url}/v1/chat/completions", content=body, headers=headers
+            )
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["type"] == "invalid_request_error", refused.text
+        missing = client.get(f"{gateway.url}/v1/nothing-here")
+        assert missing.status_code == 404 and "error" in missing.json()

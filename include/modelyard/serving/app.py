@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelyard.serving import protocol
 from modelyard.serving.gateway import Gateway, Reply
@@ -56,6 +57,16 @@ def create_app(gateway: Gateway) -> FastAPI:
         gateway.metrics.rejected.inc()
         body = protocol.error_body(_one_line(exc), "invalid_request_error")
         return JSONResponse(body, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own refusals (a body it cannot parse: bad bytes, nesting too deep; an
+        unknown path or method) in OpenAI's error shape, counted like any rejection."""
+        if 400 <= exc.status_code < 500:
+            gateway.metrics.rejected.inc()
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = protocol.error_body(str(exc.detail), kind)
+        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.post("/v1/chat/completions")
     async def chat(req: protocol.ChatCompletionRequest, request: Request) -> Response:
