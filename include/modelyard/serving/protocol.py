@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
 def _unicode(text: str) -> str:
@@ -69,11 +76,12 @@ class ChatCompletionRequest(BaseModel):
 
     model: Text
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)  # None: the gateway's default
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    # Strict: JSON's true is not 1 token, "5" is not a number, NaN is not a temperature.
+    max_tokens: int | None = Field(None, ge=1, strict=True)  # None: the gateway's default
+    temperature: float | None = Field(None, ge=0.0, le=2.0, strict=True, allow_inf_nan=False)
     user: Text | None = Field(None, max_length=256)
-    store: bool = True
-    max_completion_tokens: int | None = Field(None, ge=1)
+    store: bool = Field(True, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
@@ -98,6 +106,13 @@ class FeedbackRequest(BaseModel):
     response_id: Text = Field(min_length=1, max_length=64)
     rating: Literal[1, -1]
     correction: Text | None = Field(None, max_length=100_000)
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _integer_rating(cls, rating: Any) -> Any:
+        if type(rating) is not int:  # JSON's true and 1.0 are not a thumbs up
+            raise ValueError("rating is 1 (thumbs up) or -1 (thumbs down), an integer")
+        return rating
 
 
 class LoadLoraRequest(BaseModel):
