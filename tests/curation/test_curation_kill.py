@@ -79,11 +79,12 @@ def test_sigkill_takes_the_workers_along_and_the_next_run_removes_its_scratch(
     assert stale and all(p.exists() for p in stale)  # nobody could clean up on SIGKILL
     assert list((Path(store.storage) / "quarantine").glob("*/.*"))
 
-    # The next run (its own workers, its own scratch) removes what the dead one left.
+    # The next run beside it (its own workers, its own scratch, another output name) removes
+    # what the dead one left.
     tiny = tmp_path / "tiny.jsonl"
     write_lines(tiny, [long_record(s, f"t{s}") for s in range(20)])
     done = subprocess.run(
-        [str(MODELYARD), "curate", "--input", str(tiny), "--output", str(out)],
+        [str(MODELYARD), "curate", "--input", str(tiny), "--output", str(out) + "-next"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -442,7 +442,7 @@ def curate(
         if eval_reference.exists():
             raise ValueError(f"eval reference {eval_reference} is not a file (a .jsonl[.gz])")
         raise FileNotFoundError(f"eval reference not found: {eval_reference}")
-    workdir = scratch_dir(output, keep=inputs)
+    workdir = scratch_dir(output, every_name=True, keep=inputs)  # any dead run's, beside it
     held = None
     if quarantine is not None:
         run = private_dir(quarantine) / "run"
