@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -34,10 +35,24 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _seal(checkpoint: Path) -> dict | None:
+    """The checkpoint's seal, or None when it is missing or unreadable (a copy cut short)."""
+    try:
+        seal = json.loads((checkpoint / SEAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return seal if isinstance(seal, dict) else None
+
+
 def is_resumable(checkpoint: Path) -> bool:
-    if not (checkpoint / SEAL).is_file():
+    """Sealed, every state file present at the size the seal recorded (a truncated copy, e.g.
+    a mirror cut short by preemption, is not resumed: an older checkpoint is), and a readable
+    ``trainer_state.json``. Seals written before sizes were recorded check presence only."""
+    seal = _seal(checkpoint)
+    if seal is None or not all((checkpoint / name).is_file() for name in REQUIRED_FILES):
         return False
-    if not all((checkpoint / name).is_file() for name in REQUIRED_FILES):
+    sizes = seal.get("sizes") or {}
+    if any((checkpoint / name).stat().st_size != size for name, size in sizes.items()):
         return False
     try:
         json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
@@ -97,7 +112,7 @@ def fetch_file(mirror_dir: str, name: str, dest_dir: Path) -> bool:
 
 def check_resume(checkpoint: Path, config_hash: str, backend: str) -> None:
     """Refuse (one line) to resume a checkpoint another recipe or backend wrote."""
-    seal = json.loads((checkpoint / SEAL).read_text(encoding="utf-8"))
+    seal = _seal(checkpoint) or {}
     written = (seal.get("config_hash"), seal.get("backend"))
     if written == (config_hash, backend):
         return
@@ -131,11 +146,15 @@ def restore_from_mirror(mirror_dir: str, checkpoints_dir: Path) -> Path | None:
             continue
         local = checkpoints_dir / remote.rstrip("/").rsplit("/", 1)[-1]
         partial = local.with_name(f".{local.name}.restoring")
+        shutil.rmtree(partial, ignore_errors=True)  # a killed restore's leftovers
         fs.get(remote.rstrip("/") + "/", str(partial), recursive=True)
-        os.replace(partial, local)
-        if is_resumable(local):
+        if is_resumable(partial):
+            shutil.rmtree(local, ignore_errors=True)  # a local copy no resume could use
+            os.replace(partial, local)
             log.info("restored %s from the mirror %s", local.name, mirror_dir)
             return local
+        log.warning("skipping mirrored checkpoint %s: its files do not match its seal", remote)
+        shutil.rmtree(partial, ignore_errors=True)
     return None
 
 
@@ -150,7 +169,8 @@ class SealCheckpoints(TrainerCallback):
         if not state.is_world_process_zero:
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        seal = {"global_step": state.global_step, **self.stamp}
+        sizes = {name: (checkpoint / name).stat().st_size for name in REQUIRED_FILES}
+        seal = {"global_step": state.global_step, **self.stamp, "sizes": sizes}
         write_atomic(checkpoint / SEAL, json.dumps(seal))
         if self.mirror_dir:
             mirror(checkpoint, f"{self.mirror_dir.rstrip('/')}/checkpoints")
