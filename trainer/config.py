@@ -306,6 +306,36 @@ def load_config(path: Path) -> TrainerConfig:
     return parse_config(data)
 
 
+# In a run dir once this trainer (``RUN_MARKER``, written first) or its launcher used it.
+RUN_MARKER = ".modelyard-run"
+_OWN_ENTRIES = {RUN_MARKER, "checkpoints", "mlflow_run.json", "trainer_config.json"}
+
+
+def check_run_dir(cfg: TrainerConfig) -> None:
+    """The run dir is the trainer's: it replaces ``adapter/`` and ``result.json`` there, so a
+    directory that holds files and none of a run's (``/``, a home, a dataset) is refused, and
+    so is a local ``mirror_dir`` that is or holds it (the mirror removes what it replaces)."""
+    out = cfg.output_dir
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir: {out} is a file, not a run directory")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and not _OWN_ENTRIES.intersection(entries):
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise ConfigError(
+                f"output_dir: {out} holds {shown}, which no training run wrote; use a new or "
+                "empty directory (a run replaces adapter/ and result.json in it)"
+            )
+    if cfg.mirror_dir and "://" not in cfg.mirror_dir.removeprefix("file://"):
+        mirror = Path(cfg.mirror_dir.removeprefix("file://")).resolve()
+        run = out.resolve()
+        if mirror == run or mirror in run.parents or run in mirror.parents:
+            raise ConfigError(
+                f"mirror_dir: {cfg.mirror_dir} overlaps output_dir {out}; a mirror is another "
+                "place (another disk, s3://...)"
+            )
+
+
 def check_against_model(cfg: TrainerConfig) -> None:
     """Check what needs the base model's config.json (never its weights), the data files and
     the tracking URI: everything that would otherwise fail only after the model loaded. The
@@ -313,6 +343,7 @@ def check_against_model(cfg: TrainerConfig) -> None:
     from trainer.data import check_file
 
     cfg.mlflow.resolved_tracking_uri()
+    check_run_dir(cfg)
     base = cfg.base_model
     if base.startswith(("/", ".")) and not Path(base).is_dir():
         raise ConfigError(f"base_model: path does not exist: {base}")

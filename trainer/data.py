@@ -9,6 +9,7 @@ network after it started.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,16 +62,35 @@ def local_copy(url: str, scratch: Path, name: str) -> Path:
 
 def _to_prompt_completion(row: dict) -> dict:
     messages = row["messages"]
+    if len(messages) < 2 or messages[-1].get("role") != "assistant":
+        raise ValueError(f"{len(messages)} turn(s), the last not the assistant's")
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def load_split(path: Path) -> Dataset:
+def load_split(path: Path, field: str = "train_file") -> Dataset:
+    """The curated records of ``path``; a file that cannot be trained on is a one-line
+    ``ConfigError`` naming ``field`` (exit 2: a retry would fail the same way)."""
     from datasets import Dataset
 
-    ds = Dataset.from_json(str(path))
+    with path.open("rb") as f:
+        if not any(line.strip() for line in f):
+            raise ConfigError(f"{field}: {path} holds no records")
+    try:
+        ds = Dataset.from_json(str(path))
+    except Exception as err:  # datasets wraps the JSON/Arrow error in many types
+        cause = err.__cause__ or err
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise ConfigError(f"{field}: {path} is not JSON lines of records: {reason}") from None
+    if len(ds) == 0:
+        raise ConfigError(f"{field}: {path} holds no records")
     if "messages" not in ds.column_names:
-        raise ValueError(f"{path}: curated records need a 'messages' column")
-    return ds.map(_to_prompt_completion, remove_columns=ds.column_names)
+        raise ConfigError(f"{field}: {path}: curated records need a 'messages' column")
+    try:
+        return ds.map(_to_prompt_completion, remove_columns=ds.column_names)
+    except (IndexError, KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{field}: {path}: a record's messages are not turns ending in the answer ({err})"
+        ) from None
 
 
 def load_splits(cfg: TrainerConfig) -> tuple[Dataset, Dataset]:
@@ -80,6 +100,11 @@ def load_splits(cfg: TrainerConfig) -> tuple[Dataset, Dataset]:
     scratch = cfg.output_dir / "data"
     train = load_split(local_copy(cfg.train_file, scratch, "train_file"))
     if cfg.eval_file is not None:
-        return train, load_split(local_copy(cfg.eval_file, scratch, "eval_file"))
+        return train, load_split(local_copy(cfg.eval_file, scratch, "eval_file"), "eval_file")
+    if len(train) - math.ceil(cfg.validation_fraction * len(train)) < 1:  # as the split counts
+        raise ConfigError(
+            f"train_file: {len(train)} record(s) leave none to train on beside a "
+            f"{cfg.validation_fraction:g} validation slice"
+        )
     parts = train.train_test_split(test_size=cfg.validation_fraction, seed=cfg.seed)
     return parts["train"], parts["test"]

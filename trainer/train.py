@@ -25,7 +25,7 @@ from trainer.checkpoints import (
     restore_from_mirror,
     write_atomic,
 )
-from trainer.config import TrainerConfig
+from trainer.config import RUN_MARKER, TrainerConfig
 from trainer.cpu_kernels import ensure_logprob_kernel
 from trainer.data import load_splits
 from trainer.tokenizer_audit import audit_tokenizer
@@ -109,6 +109,7 @@ def run(cfg: TrainerConfig, backend: str) -> dict[str, Any]:
     backends.preflight(cfg, backend)
     run_dir = cfg.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).touch()  # the dir is a run's from now on (config.check_run_dir)
     resume = latest_resumable(run_dir / "checkpoints")
     if resume is None and cfg.mirror_dir:  # a retry on another worker: the local disk is new
         (run_dir / "checkpoints").mkdir(exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -131,3 +132,58 @@ def test_without_eval_file_validation_is_a_seeded_slice_of_train(curated):
     prompts = {str(row["prompt"]) for row in train}
     assert not any(str(row["prompt"]) in prompts for row in validation)
     assert [r["prompt"] for r in load_splits(cfg)[1]] == [r["prompt"] for r in validation]
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("a home", "which no training run wrote"),  # a run replaces adapter/ and result.json
+        ("a file", "is a file, not a run directory"),
+        ("mirror is the run dir", "mirror_dir: "),
+    ],
+)
+def test_a_run_dir_that_is_not_a_runs_is_refused(make_config, tmp_path, capsys, where, says):
+    home = tmp_path / "home"
+    (home / "adapter").mkdir(parents=True)
+    (home / "adapter" / "notes.txt").write_text("years of notes\n")
+    (home / "result.json").write_text("keep\n")
+    changes = {
+        "a home": {"output_dir": str(home)},
+        "a file": {"output_dir": str(home / "result.json")},
+        "mirror is the run dir": {"mirror_dir": str(tmp_path / "run")},
+    }[where]
+    cfg = make_config(**changes)
+    assert main(["--config", str(write_config(cfg, tmp_path / "bad.json"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert (home / "adapter" / "notes.txt").read_text() == "years of notes\n"
+    assert (home / "result.json").read_text() == "keep\n"
+
+
+ONE_RECORD = json.dumps(
+    {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+)
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ("", "holds no records"),
+        ('{"text": "hi"}\n', "need a 'messages' column"),
+        ('{"messages": []}\n', "messages are not turns ending in the answer"),
+        ("not json at all\n", "is not JSON lines of records"),
+        (ONE_RECORD, "leave none to train on"),
+    ],
+)
+def test_a_train_file_that_cannot_be_trained_on_is_one_config_error(
+    make_config, tmp_path, capsys, lines, says
+):
+    """Exit 2, not a traceback with exit 1: the launcher retries an exit 1, in vain here."""
+    data = tmp_path / "data.jsonl"
+    data.write_text(lines)
+    cfg = make_config(train_file=str(data), eval_file=None)
+    assert main(["--config", str(write_config(cfg, tmp_path / "bad.json"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]  # after the datasets library's progress bars
+    assert last.startswith("trainer: config error: train_file: ") and says in last, err
