@@ -114,3 +114,30 @@ def test_the_mlflow_link_base_must_be_an_http_url(tmp_path):
     assert Settings(home=tmp_path, ui={"mlflow_ui_url": "https://mlflow.example"}).ui.mlflow_ui_url
     with pytest.raises(ValidationError, match="mlflow_ui_url"):
         Settings(home=tmp_path, ui={"mlflow_ui_url": "javascript:alert(1)"})
+
+
+@pytest.mark.parametrize(
+    ("form", "says"),
+    [
+        ({"version": "\u00b2", "to": "canary"}, "needs a version number"),  # isdigit, not int
+        ({"version": "\u0661\u0662", "to": "canary"}, "needs a version number"),  # Arabic 12
+        ({"version": "9" * 5000, "to": "canary"}, "needs a version number"),  # past int limits
+        ({"version": "2", "to": "canary", "reason": "ok\nforged line"}, "one line of printable"),
+    ],
+)
+def test_a_bad_move_form_is_a_400_before_any_run_is_made(monkeypatch, form, says) -> None:
+    """Before: a 500 (``"²".isdigit()`` holds, ``int("²")`` fails), a silent 12, or a run the
+    library then refused."""
+    from fastapi.testclient import TestClient
+
+    from modelyard import registry_page
+
+    made = []
+    monkeypatch.setattr(registry_page, "_form_owner", lambda token: "alice")
+    monkeypatch.setattr(registry_page, "trigger_move", lambda *a: made.append(a) or "run")
+    app = registry_page.create_app()
+    app.dependency_overrides[registry_page._viewer] = lambda: ALICE
+    with TestClient(app) as client:
+        answer = client.post("/actions", data={"action": "promote", "csrf": "t", **form})
+    assert answer.status_code == 400 and says in answer.json()["detail"], answer.text
+    assert made == []
