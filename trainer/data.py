@@ -81,8 +81,6 @@ def load_split(path: Path, field: str = "train_file") -> Dataset:
         cause = err.__cause__ or err
         reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         raise ConfigError(f"{field}: {path} is not JSON lines of records: {reason}") from None
-    if len(ds) == 0:
-        raise ConfigError(f"{field}: {path} holds no records")
     if "messages" not in ds.column_names:
         raise ConfigError(f"{field}: {path}: curated records need a 'messages' column")
     try:

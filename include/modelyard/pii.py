@@ -50,7 +50,8 @@ def _alternation(*kinds: str) -> re.Pattern:
 
 
 # Exact patterns in priority order, and one RE2 filter that every match of any of them also
-# matches (cards, IPs and phones all hold a run of 7+ digits and separators): a single C++
+# matches (cards, SSNs, IPs and phones all hold a run of 7+ digits and separators; an IBAN
+# starts with two capitals and two digits, then four letters or digits): a single C++
 # pass picks the few texts the Python patterns need to see.
 _PASSES = (
     _alternation("SECRET"),

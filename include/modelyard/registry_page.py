@@ -18,8 +18,6 @@ not take the page down for every version.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -488,11 +486,16 @@ def create_app() -> FastAPI:
             raise HTTPException(403, "missing or expired form token: reload the page")
         if action not in ("promote", "rollback"):
             raise HTTPException(400, f"unknown action {action!r}")
-        # ASCII digits within the stores' 64-bit column: "²".isdigit() is True, int() is not.
-        number = re.fullmatch(r"[1-9][0-9]{0,17}", version)
-        if action == "promote" and (not number or to not in NEXT_STAGE.values()):
-            raise HTTPException(400, "promote needs a version number and a stage to move it to")
-        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in reason):
+        from modelyard.registry.stages import printable_line, version_ref
+
+        if action == "promote":  # checked here: a bad form must not become a doomed run
+            try:
+                version = version_ref(version) or ""
+            except ValueError:  # "²" passes str.isdigit(), not int()
+                version = ""
+            if not version or to not in NEXT_STAGE.values():
+                raise HTTPException(400, "promote needs a version number and a stage to move it to")
+        if not printable_line(reason):
             raise HTTPException(400, "the reason must be one line of printable text")
         try:
             run_id = trigger_move(viewer, action, version, to, reason)

@@ -182,10 +182,7 @@ class GateSettings(_Section):
     )
     leak_ngram: int = Field(8, ge=1, description="word n-gram size of the independent leak check")
     leak_coverage: float = Field(
-        0.8,
-        gt=0.0,
-        le=1.0,
-        description="share of a suite record's n-grams in train = leak",
+        0.8, gt=0.0, le=1.0, description="share of a suite record's n-grams in train = leak"
     )
     suite_metrics: list[str] = Field(
         default_factory=lambda: ["exact_match", "rouge_l", "bleu", "format_validity"],

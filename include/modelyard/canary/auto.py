@@ -13,7 +13,6 @@ the ledger; a required human approval still stops it at canary.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from modelyard.settings import Settings
@@ -63,18 +62,22 @@ def _announced_version(settings: Settings, extra: dict[str, Any]) -> str:
     from mlflow.exceptions import MlflowException
 
     from modelyard.registry.artifacts import client_for
+    from modelyard.registry.stages import version_ref
 
-    version = extra.get("version") if isinstance(extra, dict) else None
-    if isinstance(version, bool) or not re.fullmatch(r"[1-9][0-9]{0,18}", str(version)):
+    try:
+        version = version_ref(extra.get("version") if isinstance(extra, dict) else None)
+    except ValueError:
+        version = None
+    if version is None:
         raise ValueError(f"a registered-version event names no model version: {extra!r}")
     try:
-        client_for(settings).get_model_version(settings.registered_model, str(version))
+        client_for(settings).get_model_version(settings.registered_model, version)
     except MlflowException:
         raise ValueError(
             f"a registered-version event names version {version}, which "
             f"{settings.registered_model} does not have"
         ) from None
-    return str(version)
+    return version
 
 
 def _first_production(settings: Settings) -> bool:

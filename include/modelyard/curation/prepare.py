@@ -160,10 +160,8 @@ def _pii_free_ids(decoded: list[tuple]) -> list[tuple]:
 
 
 def _pseudonym(record_id: str) -> str:
-    return (
-        "pii-"
-        + hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    )
+    digest = hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=8)
+    return f"pii-{digest.hexdigest()}"
 
 
 def _set_contents(

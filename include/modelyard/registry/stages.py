@@ -36,7 +36,7 @@ MAX_REASON_CHARS = 2000
 MAX_NAME_CHARS = 200
 
 
-def _version_ref(version: str | int | None) -> str | None:
+def version_ref(version: str | int | None) -> str | None:
     """A version number as MLflow spells it ("3"), None for "not given"; refuses anything else."""
     if version is None or version == "":
         return None
@@ -56,10 +56,16 @@ def _check_text(reason: str, on_behalf_of: str | None) -> None:
     if on_behalf_of is not None and not 0 < len(on_behalf_of.strip()) <= MAX_NAME_CHARS:
         raise ValueError(f"on_behalf_of must name someone in 1..{MAX_NAME_CHARS} characters")
     for field, text in (("the reason", reason), ("on_behalf_of", on_behalf_of or "")):
-        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
-            raise ValueError(  # a newline could forge a line of the status table's ledger
+        if not printable_line(text):
+            raise ValueError(
                 f"{field} must be one line of printable text (no newlines or control characters)"
             )
+
+
+def printable_line(text: str) -> bool:
+    """No newline, control or format character: free text that cannot forge a line of the
+    status table's ledger (the registry page checks its form with this too)."""
+    return not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
 
 
 def git_sha() -> str:
@@ -241,7 +247,7 @@ def promote(
     """
     if to not in PREVIOUS_STAGE:
         raise ValueError(f"can promote to {' or '.join(PREVIOUS_STAGE)}, not {to!r}")
-    requested = _version_ref(version)
+    requested = version_ref(version)
     _check_text(reason, on_behalf_of)
     source_stage = PREVIOUS_STAGE[to]
     name = settings.registered_model
@@ -302,7 +308,7 @@ def approve(
     The approval is a ledger entry (who, which version, when, from which host or DAG run); it
     is what ``promote(to="production")`` looks for, see :mod:`modelyard.registry.approval`.
     """
-    requested = _version_ref(version)
+    requested = version_ref(version)
     _check_text(reason, on_behalf_of)
     name = settings.registered_model
     require_store(settings)
@@ -359,7 +365,7 @@ def rollback(
     production holds another by the time the lock is held, nothing moves: two people rolling
     back the same incident at once must not take production back two versions.
     """
-    expected = _version_ref(from_version)
+    expected = version_ref(from_version)
     _check_text(reason, on_behalf_of)
     name = settings.registered_model
     require_store(settings)
@@ -421,7 +427,7 @@ def rollback_canary(
     the ledger records the move like every other (``from_version`` = the version taken out, so
     a production rollback never picks it either).
     """
-    ref = _version_ref(version)
+    ref = version_ref(version)
     assert ref is not None
     _check_text(reason, None)
     name = settings.registered_model
